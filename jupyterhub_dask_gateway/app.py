@@ -1,0 +1,566 @@
+"""The gateway service: configuration, startup and shutdown, the CLI.
+
+``DaskGateway`` is a traitlets ``Application``: every setting is a config trait
+(``c.DaskGateway.*`` in a config file, which may be the Hub's own
+``jupyterhub_config.py``). It wires the store, the backend, the authenticator
+and the cluster manager together, serves the HTTP API with tornado, and runs the
+public TCP proxy as a separate long-lived process that it adopts again after a
+restart, so established scheduler connections survive the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from urllib.parse import urlparse
+
+import psutil
+from tornado.httpserver import HTTPServer
+from tornado.web import Application as WebApplication
+from traitlets import Bool, Float, Instance, Integer, List, Unicode, Union, default, validate
+from traitlets.config import Application, catch_config_error
+
+from ._version import __version__
+from .auth import BasicAuthenticator, JupyterHubAuthenticator, load_authenticator_class
+from .backends.base import Backend, ClusterConfig, MemoryLimit, load_backend_class
+from .backends.local import LocalBackend
+from .handlers import default_handlers
+from .quotas import Quotas
+from .reconcile import ClusterManager
+from .store import Store, load_or_create_key_file
+
+
+def _split_hostport(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{what} must be host:port, got {value!r}")
+    return host or "127.0.0.1", int(port)
+
+
+class DaskGateway(Application):
+    """A Dask Gateway for JupyterHub users."""
+
+    name = "jupyterhub-dask-gateway"
+    version = __version__
+    description = """Run Dask clusters for JupyterHub users.
+
+    Speaks the dask-gateway protocol, so `from dask_gateway import Gateway` works
+    unchanged. Under JupyterHub it runs as a managed service configured from
+    jupyterhub_config.py (see jupyterhub_dask_gateway.configure_jupyterhub).
+    """
+    examples = """
+    jupyterhub-dask-gateway --config jupyterhub_config.py
+    jupyterhub-dask-gateway --generate-config > dask_gateway_config.py
+    """
+
+    aliases = {
+        "config": "DaskGateway.config_file",
+        "f": "DaskGateway.config_file",
+        "log-level": "Application.log_level",
+    }
+    flags = {
+        "generate-config": (
+            {"DaskGateway": {"generate_config": True}},
+            "Print a config file with every setting and its help, then exit.",
+        ),
+    }
+
+    @property
+    def classes(self):
+        extra = []
+        for mod, names in (
+            ("slurm", ("SlurmBackend", "SlurmClusterConfig")),
+            ("pbs", ("PBSBackend", "PBSClusterConfig")),
+        ):
+            try:
+                module = __import__(f"jupyterhub_dask_gateway.backends.{mod}", fromlist=names)
+                extra += [getattr(module, n) for n in names if hasattr(module, n)]
+            except ImportError:
+                pass
+        return [
+            DaskGateway,
+            BasicAuthenticator,
+            JupyterHubAuthenticator,
+            Backend,
+            LocalBackend,
+            ClusterConfig,
+            *extra,
+        ]
+
+    config_file = Unicode("", help="Python config file to load (may be jupyterhub_config.py).").tag(
+        config=True
+    )
+    generate_config = Bool(False, help="Print a full config file and exit.").tag(config=True)
+
+    # --- addresses --------------------------------------------------------------------
+    address = Unicode(
+        help="host:port the HTTP API binds to (default 127.0.0.1:8001; under the Hub, "
+        "taken from JUPYTERHUB_SERVICE_URL).",
+    ).tag(config=True)
+
+    @default("address")
+    def _default_address(self):
+        url = os.environ.get("JUPYTERHUB_SERVICE_URL")
+        if url:
+            u = urlparse(url)
+            return f"{u.hostname}:{u.port or 80}"
+        return "127.0.0.1:8001"
+
+    proxy_address = Unicode(
+        "127.0.0.1:8786",
+        help="host:port of the public TCP proxy: TLS scheduler traffic routed by SNI, and "
+        "anything else relayed to the HTTP API. Empty disables the proxy.",
+    ).tag(config=True)
+
+    base_url = Unicode(
+        help="URL prefix of every route (default JUPYTERHUB_SERVICE_PREFIX, else '/').",
+    ).tag(config=True)
+
+    @default("base_url")
+    def _default_base_url(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+
+    @validate("base_url")
+    def _check_base_url(self, proposal):
+        v = proposal["value"] or "/"
+        return "/" + v.strip("/") + "/" if v.strip("/") else "/"
+
+    dashboard_route_prefix = Unicode(
+        "",
+        help="Prefix added to dashboard_route in cluster models, relative to the client's "
+        "public_address (normally empty: the client's address already holds the prefix).",
+    ).tag(config=True)
+
+    api_url = Unicode(
+        help="URL schedulers use to reach this gateway's API (default http://<address><base_url>"
+        "api/v1). Set it when schedulers run on other hosts (job queues).",
+    ).tag(config=True)
+
+    @default("api_url")
+    def _default_api_url(self):
+        host, port = _split_hostport(self.address, "address")
+        return f"http://{host}:{port}{self.base_url}api/v1"
+
+    # --- plugins ----------------------------------------------------------------------
+    authenticator_class = Unicode(
+        help='Authenticator: "jupyterhub" (default under the Hub), "basic" (default '
+        "elsewhere), or an import string.",
+    ).tag(config=True)
+
+    @default("authenticator_class")
+    def _default_authenticator_class(self):
+        return "jupyterhub" if os.environ.get("JUPYTERHUB_API_TOKEN") else "basic"
+
+    backend_class = Unicode(
+        "local", help='Backend: "local", "slurm", "pbs", or an import string.'
+    ).tag(config=True)
+
+    # --- state ------------------------------------------------------------------------
+    state_dir = Unicode(
+        help="Directory (created 0700) for the database, the encryption key, cluster work "
+        "dirs and the proxy's pid file (default ./dask-gateway-state, env JHDG_STATE_DIR).",
+    ).tag(config=True)
+
+    @default("state_dir")
+    def _default_state_dir(self):
+        return os.environ.get("JHDG_STATE_DIR") or os.path.abspath("dask-gateway-state")
+
+    db_url = Unicode(
+        help="SQLAlchemy URL of the database (default sqlite in state_dir).",
+    ).tag(config=True)
+
+    @default("db_url")
+    def _default_db_url(self):
+        return "sqlite:///" + os.path.join(self.state_dir, "gateway.sqlite")
+
+    db_encrypt_keys = List(
+        Unicode(),
+        help="Fernet keys (44-char url-safe base64) encrypting tokens and TLS keys at rest; the "
+        "first encrypts, all decrypt (rotation). Env JHDG_ENCRYPT_KEYS, ';'-separated. If "
+        "empty, a key is generated once into <state_dir>/encryption.key (0600).",
+    ).tag(config=True)
+
+    @default("db_encrypt_keys")
+    def _default_keys(self):
+        raw = os.environ.get("JHDG_ENCRYPT_KEYS", "")
+        return [k.strip() for k in raw.split(";") if k.strip()]
+
+    stop_clusters_on_shutdown = Bool(
+        False,
+        help="Stop every cluster when the gateway shuts down normally. By default clusters "
+        "(and the proxy) keep running and are re-attached on the next start.",
+    ).tag(config=True)
+
+    db_cleanup_period = Float(600, help="Seconds between prunes of old stopped clusters.").tag(
+        config=True
+    )
+    db_cluster_max_age = Float(
+        86400, help="Seconds a stopped cluster's record is kept before it is pruned."
+    ).tag(config=True)
+
+    # --- timeouts ---------------------------------------------------------------------
+    cluster_start_timeout = Float(
+        60, help="Seconds a scheduler may take to send its first heartbeat before FAILED."
+    ).tag(config=True)
+    worker_start_timeout = Float(
+        60, help="Seconds a worker may take to join its scheduler before it is replaced."
+    ).tag(config=True)
+    cluster_heartbeat_period = Float(
+        10, help="Seconds between scheduler heartbeats to the gateway."
+    ).tag(config=True)
+    cluster_heartbeat_timeout = Float(
+        help="Seconds without a heartbeat after which a cluster is FAILED (default 3x period)."
+    ).tag(config=True)
+
+    @default("cluster_heartbeat_timeout")
+    def _default_hb_timeout(self):
+        return 3 * self.cluster_heartbeat_period
+
+    check_timeouts_period = Float(
+        2, help="Seconds between checks of start/heartbeat timeouts and process liveness."
+    ).tag(config=True)
+    worker_start_failure_limit = Integer(
+        3, help="Consecutive worker start failures after which the cluster is FAILED."
+    ).tag(config=True)
+    parallelism = Integer(
+        10, min=1, help="Concurrent reconcile tasks (and backend operations per cluster)."
+    ).tag(config=True)
+    wait_timeout = Float(
+        20, help="Seconds a GET ...?wait request is held while a cluster starts."
+    ).tag(config=True)
+    routes_poll_timeout = Float(
+        25, help="Seconds the proxy's route long-poll is held when nothing changes."
+    ).tag(config=True)
+    max_body_size = Integer(1024 * 1024, help="Largest accepted request body, in bytes.").tag(
+        config=True
+    )
+
+    # --- quotas and sharing -------------------------------------------------------------
+    max_clusters_per_user = Integer(
+        None, allow_none=True, min=0, help="Most active clusters one user may have at once."
+    ).tag(config=True)
+    user_max_cores = Float(
+        None,
+        allow_none=True,
+        min=0,
+        help="Most cores (schedulers + workers) one user may hold across all clusters.",
+    ).tag(config=True)
+    user_max_memory = Union(
+        [MemoryLimit(allow_none=True)],
+        default_value=None,
+        allow_none=True,
+        help='Most memory one user may hold across all clusters, bytes or e.g. "16 G".',
+    ).tag(config=True)
+    sharing_option = Bool(
+        True,
+        help="Add a 'shared_groups' cluster option (comma-separated Hub groups whose members "
+        "may connect to the cluster and view its dashboard).",
+    ).tag(config=True)
+
+    start_proxy = Bool(True, help="Start (or adopt) the TCP proxy process on proxy_address.").tag(
+        config=True
+    )
+
+    # --- runtime objects ---------------------------------------------------------------
+    backend = Instance(Backend, allow_none=True)
+    manager = Instance(ClusterManager, allow_none=True)
+
+    @default("log_level")
+    def _default_log_level(self):
+        return logging.INFO
+
+    _log_formatter_cls = logging.Formatter
+
+    @default("log_format")
+    def _default_log_format(self):
+        return "[%(levelname)1.1s %(asctime)s.%(msecs).03d %(name)s] %(message)s"
+
+    @default("log_datefmt")
+    def _default_log_datefmt(self):
+        return "%Y-%m-%d %H:%M:%S"
+
+    @catch_config_error
+    def initialize(self, argv=None):
+        super().initialize(argv)
+        if self.generate_config:
+            print(self.generate_config_file())
+            self.exit(0)
+        if self.config_file:
+            os.environ["JHDG_LOADING_CONFIG"] = "1"
+            try:
+                self.load_config_file(self.config_file)
+            finally:
+                os.environ.pop("JHDG_LOADING_CONFIG", None)
+        _split_hostport(self.address, "DaskGateway.address")
+        if self.proxy_address:
+            _split_hostport(self.proxy_address, "DaskGateway.proxy_address")
+        self.quotas = Quotas(self.max_clusters_per_user, self.user_max_cores, self.user_max_memory)
+        self.started = time.time()
+
+    # --- helpers used by handlers and the manager ---------------------------------------
+    def scheduler_env(self, cluster) -> dict:
+        cfg = cluster.config
+        return {
+            "DASK_GATEWAY_API_URL": self.api_url,
+            "DASK_GATEWAY_API_TOKEN": cluster.token,
+            "DASK_GATEWAY_CLUSTER_NAME": cluster.name,
+            "JHDG_HEARTBEAT_PERIOD": str(self.cluster_heartbeat_period),
+            "JHDG_ADAPTIVE_PERIOD": str(cfg.get("adaptive_period", 3)),
+            "JHDG_IDLE_TIMEOUT": str(cfg.get("idle_timeout", 0)),
+            "USER": cluster.username,
+        }
+
+    def worker_env(self, cluster) -> dict:
+        return {"DASK_GATEWAY_CLUSTER_NAME": cluster.name, "USER": cluster.username}
+
+    def healthy(self) -> bool:
+        return self.manager is not None and all(not t.done() for t in self.manager._tasks)
+
+    def browser_login_url(self, handler) -> str | None:
+        getter = getattr(self.authenticator, "login_url_for", None)
+        return getter(handler) if getter else None
+
+    def cluster_details(self, c) -> dict:
+        workers = [
+            w for w in c.workers.values() if w.status.name == "RUNNING" and not w.target.done
+        ]
+        cfg = c.config
+        return {
+            "name": c.name,
+            "owner": c.username,
+            "status": c.public_status.name,
+            "start_time": c.start_time,
+            "stop_time": c.stop_time,
+            "options": c.options,
+            "dashboard_route": c.to_wire(self.dashboard_route_prefix)["dashboard_route"],
+            "workers": len(workers),
+            "threads": sum(w.nthreads for w in workers),
+            "cores": len(workers) * cfg.get("worker_cores", 1),
+            "memory": sum(w.memory_limit or cfg.get("worker_memory", 0) for w in workers),
+            "target_workers": c.count,
+            "adaptive": c.adaptive,
+            "shared_groups": list(c.shared_groups),
+            "reason": c.reason,
+        }
+
+    # --- startup ------------------------------------------------------------------------
+    def _prepare_state_dir(self):
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+
+    def _encryption_keys(self) -> list[bytes]:
+        if self.db_encrypt_keys:
+            return [k.encode() for k in self.db_encrypt_keys]
+        return load_or_create_key_file(os.path.join(self.state_dir, "encryption.key"))
+
+    def _proxy_token(self) -> str:
+        path = os.path.join(self.state_dir, "proxy.token")
+        try:
+            with open(path) as f:
+                token = f.read().strip()
+            if token:
+                return token
+        except FileNotFoundError:
+            pass
+        token = secrets.token_hex(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token)
+        return token
+
+    async def start_async(self):
+        self._prepare_state_dir()
+        self.store = Store(self.db_url, self._encryption_keys())
+        backend_cls = load_backend_class(self.backend_class)
+        self.backend = backend_cls(parent=self, log=self.log)
+        if (
+            isinstance(self.backend, LocalBackend)
+            and not self.backend.trait_values().get("clusters_directory")
+            and "clusters_directory" not in self.config.get("LocalBackend", {})
+        ):
+            self.backend.clusters_directory = os.path.join(self.state_dir, "clusters")
+        if hasattr(self.backend, "gateway_state_dir"):
+            self.backend.gateway_state_dir = self.state_dir
+        if self.sharing_option:
+            self._wrap_options_with_sharing()
+        auth_cls = load_authenticator_class(self.authenticator_class)
+        self.authenticator = auth_cls(parent=self, log=self.log)
+        await self.authenticator.setup(self)
+        await self.backend.setup()
+        self.proxy_token = self._proxy_token()
+        self.manager = ClusterManager(self, self.backend, self.store, self.log)
+        await self.manager.start()
+        settings = {
+            "gateway": self,
+            "cookie_secret": self._cookie_secret(),
+            "xsrf_cookies": False,
+            "websocket_ping_interval": 30,
+        }
+        handlers = list(default_handlers(self.base_url))
+        extra = getattr(self.authenticator, "extra_handlers", None)
+        if extra:
+            handlers = extra(self.base_url) + handlers
+        self.web_app = WebApplication(handlers, **settings)
+        host, port = _split_hostport(self.address, "address")
+        self.http_server = HTTPServer(
+            self.web_app,
+            xheaders=False,
+            max_body_size=self.max_body_size,
+            idle_connection_timeout=120,
+        )
+        self.http_server.listen(port, address=host)
+        self.log.info(
+            "Dask Gateway %s API at http://%s:%d%s (backend %s, auth %s)",
+            __version__,
+            host,
+            port,
+            self.base_url,
+            self.backend_class,
+            self.authenticator_class,
+        )
+        if self.start_proxy and self.proxy_address:
+            await self._ensure_proxy()
+
+    def _cookie_secret(self) -> bytes:
+        path = os.path.join(self.state_dir, "cookie.secret")
+        try:
+            with open(path, "rb") as f:
+                data = f.read().strip()
+            if data:
+                return data
+        except FileNotFoundError:
+            pass
+        data = secrets.token_hex(32).encode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return data
+
+    def _wrap_options_with_sharing(self):
+        from .options import String
+
+        backend = self.backend
+        original = backend.get_cluster_options
+        field = String("shared_groups", "", label="Share with groups (comma-separated)")
+
+        async def with_sharing(user):
+            opts = await original(user)
+            if any(f.field == "shared_groups" for f in opts.fields):
+                return opts
+            return opts.with_field(field)
+
+        backend.get_cluster_options = with_sharing
+
+    # --- the proxy process ----------------------------------------------------------------
+    def _proxy_pid_file(self) -> str:
+        return os.path.join(self.state_dir, "proxy.pid")
+
+    def _find_running_proxy(self) -> psutil.Process | None:
+        try:
+            with open(self._proxy_pid_file()) as f:
+                pid = int(f.read().strip())
+            proc = psutil.Process(pid)
+            cmd = proc.cmdline()
+        except (FileNotFoundError, ValueError, psutil.Error):
+            return None
+        if "jupyterhub_dask_gateway.proxy" in cmd and self.proxy_address in cmd:
+            return proc
+        return None
+
+    async def _ensure_proxy(self):
+        existing = self._find_running_proxy()
+        if existing is not None:
+            self.log.info(
+                "Adopted the running proxy (pid %d) on %s", existing.pid, self.proxy_address
+            )
+            self.proxy_pid = existing.pid
+            return
+        host, port = _split_hostport(self.address, "address")
+        log_path = os.path.join(self.state_dir, "proxy.log")
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        env = {**os.environ, "JHDG_PROXY_TOKEN": self.proxy_token}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "jupyterhub_dask_gateway.proxy",
+                "--listen",
+                self.proxy_address,
+                "--gateway-url",
+                f"http://{host}:{port}{self.base_url}",
+                "--http-target",
+                f"{host}:{port}",
+                "--pid-file",
+                self._proxy_pid_file(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=fd,
+                stderr=fd,
+                start_new_session=True,
+                env=env,
+            )
+        finally:
+            os.close(fd)
+        self.proxy_pid = proc.pid
+        self._proxy_proc = proc
+        # Wait (bounded) until it accepts connections, so clients never race its startup.
+        phost, pport = _split_hostport(self.proxy_address, "proxy_address")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if proc.returncode is not None:
+                raise RuntimeError(f"The proxy exited at startup; see {log_path}")
+            try:
+                _, w = await asyncio.open_connection(phost, pport)
+                w.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        self.log.info("Started the proxy (pid %d) on %s", proc.pid, self.proxy_address)
+
+    def _stop_proxy(self):
+        proc = self._find_running_proxy()
+        if proc is not None:
+            try:
+                proc.terminate()
+                proc.wait(5)
+            except psutil.Error:
+                pass
+
+    # --- run / stop -----------------------------------------------------------------------
+    async def stop_async(self):
+        self.log.info("Shutting down")
+        self.http_server.stop()
+        await self.manager.shutdown(self.stop_clusters_on_shutdown)
+        await self.backend.cleanup()
+        await self.authenticator.cleanup()
+        if self.stop_clusters_on_shutdown or not any(
+            not c.status.done for c in self.manager.clusters.values()
+        ):
+            self._stop_proxy()
+        self.store.close()
+
+    def start(self):
+        asyncio.run(self._run())
+
+    async def _run(self):
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start_async()
+        await stop.wait()
+        await self.stop_async()
+
+
+def main(argv=None):
+    app = DaskGateway.instance()
+    app.initialize(argv)
+    app.start()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""Who is calling: pluggable authenticators, chosen by ``DaskGateway.authenticator_class``.
+
+An authenticator turns a request into a ``models.User`` (name, groups, admin) or
+``None`` when no credentials were presented, which the handlers answer with 401
+and the authenticator's ``WWW-Authenticate`` challenge (the dask-gateway client
+only sends credentials after a 401). After a successful full authentication the
+base class sets a random session cookie remembered in memory for
+``cache_max_age`` seconds, so the client's next requests cost one round trip.
+
+``basic``: HTTP Basic with a shared password (any user name) or a per-user
+mapping, for Hub-less use and development. ``jupyterhub``: Hub API tokens in
+``Authorization: jupyterhub|token|Bearer <token>``, validated by the Hub (cached
+briefly), with the ``access:services!service=<name>`` scope enforced; browsers
+use Hub OAuth cookies (see ``hub``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import os
+import secrets
+import time
+from importlib.metadata import entry_points
+
+from traitlets import Bool, Dict, Float, Set, Unicode, default
+from traitlets.config import LoggingConfigurable
+from traitlets.utils.importstring import import_item
+
+from .errors import Forbidden, Unauthorized, Unavailable
+from .models import User
+
+ADMIN_SCOPE = "custom:dask-gateway:admin"
+
+
+class Authenticator(LoggingConfigurable):
+    """Base class. Subclasses implement ``authenticate_request(handler) -> User | None``."""
+
+    challenge = "Basic"
+
+    cookie_name = Unicode(
+        help="Name of the session cookie; random per process by default, so a restart "
+        "makes clients re-authenticate once.",
+    ).tag(config=True)
+
+    @default("cookie_name")
+    def _default_cookie_name(self):
+        return f"dask-gateway-{secrets.token_hex(8)}"
+
+    cache_max_age = Float(
+        60,
+        min=0,
+        help="Seconds an authenticated session cookie (and a Hub token check) is trusted "
+        "before credentials are checked again; 0 disables the cache.",
+    ).tag(config=True)
+
+    admin_users = Set(Unicode(), help="User names with admin rights on every cluster.").tag(
+        config=True
+    )
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._sessions: dict[str, tuple[float, User]] = {}
+
+    async def authenticate(self, handler) -> User | None:
+        session = handler.get_cookie(self.cookie_name)
+        if session and self.cache_max_age > 0:
+            entry = self._sessions.get(session)
+            if entry is not None and time.monotonic() - entry[0] < self.cache_max_age:
+                return entry[1]
+            self._sessions.pop(session, None)
+        user = await self.authenticate_request(handler)
+        if user is None:
+            return None
+        if user.name in self.admin_users:
+            user.admin = True
+        if self.cache_max_age > 0:
+            self._expire_sessions()
+            session = secrets.token_hex(16)
+            self._sessions[session] = (time.monotonic(), user)
+            handler.set_cookie(
+                self.cookie_name,
+                session,
+                expires_days=None,
+                httponly=True,
+                max_age=int(self.cache_max_age),
+                path="/",
+            )
+        return user
+
+    def _expire_sessions(self):
+        if len(self._sessions) < 1024:
+            return
+        cutoff = time.monotonic() - self.cache_max_age
+        self._sessions = {k: v for k, v in self._sessions.items() if v[0] >= cutoff}
+
+    async def authenticate_request(self, handler) -> User | None:
+        raise NotImplementedError
+
+    async def setup(self, app) -> None:
+        """Called once at startup with the gateway app."""
+
+    async def cleanup(self) -> None:
+        pass
+
+
+class BasicAuthenticator(Authenticator):
+    """HTTP Basic: any user name with the shared ``password``, or per-user ``passwords``."""
+
+    challenge = 'Basic realm="dask-gateway"'
+
+    password = Unicode(
+        None,
+        allow_none=True,
+        help="Shared password for every user name (env JHDG_BASIC_PASSWORD). "
+        "If neither this nor `passwords` is set, every login is refused.",
+    ).tag(config=True)
+
+    @default("password")
+    def _default_password(self):
+        return os.environ.get("JHDG_BASIC_PASSWORD")
+
+    passwords = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        help="Per-user passwords {user: password}; these users must use theirs.",
+    ).tag(config=True)
+
+    user_groups = Dict(
+        help="Groups of each user {user: [group, ...]}, for sharing clusters without a Hub.",
+    ).tag(config=True)
+
+    async def authenticate_request(self, handler):
+        header = handler.request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme != "Basic" or not value:
+            return None
+        try:
+            username, _, password = base64.b64decode(value.strip()).decode("latin1").partition(":")
+        except ValueError:
+            raise Unauthorized("Malformed Basic credentials") from None
+        if not username:
+            raise Unauthorized("User name required")
+        expected = self.passwords.get(username, self.password)
+        if expected is None or not hmac.compare_digest(password.encode(), expected.encode()):
+            raise Unauthorized("Invalid credentials")
+        return User(username, frozenset(self.user_groups.get(username, ())), False)
+
+
+class JupyterHubAuthenticator(Authenticator):
+    """Hub API tokens (``jupyterhub``, ``token`` or ``Bearer`` scheme) and Hub OAuth cookies."""
+
+    challenge = "jupyterhub"
+
+    service_name = Unicode(
+        help="This service's name in the Hub (env JUPYTERHUB_SERVICE_NAME); tokens need "
+        "the access:services!service=<name> scope.",
+    ).tag(config=True)
+
+    @default("service_name")
+    def _default_service_name(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_NAME", "")
+
+    enforce_access_scope = Bool(
+        True,
+        help="Require the access:services!service=<name> scope (strongly recommended: "
+        "without it any Hub token works).",
+    ).tag(config=True)
+
+    admin_scope = Unicode(
+        ADMIN_SCOPE, help="Hub scope that grants admin rights on every cluster."
+    ).tag(config=True)
+
+    @default("cache_max_age")
+    def _default_cache_max_age(self):
+        return 30.0
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hub_auth = None
+
+    async def setup(self, app):
+        from .hub import make_hub_auth
+
+        self.hub_auth = make_hub_auth(self, app)
+
+    def user_from_model(self, model: dict) -> User:
+        from jupyterhub.services.auth import check_scopes
+
+        scopes = set(model.get("scopes") or ())
+        if self.enforce_access_scope and self.service_name:
+            needed = {"access:services", f"access:services!service={self.service_name}"}
+            if not scopes & needed:
+                raise Forbidden(
+                    f"This token lacks the access:services!service={self.service_name} scope"
+                )
+        name = model["name"]
+        kind = model.get("kind", "user")
+        if kind != "user":
+            name = f"{kind}:{name}"
+        admin = bool(model.get("admin")) or bool(check_scopes({self.admin_scope}, scopes))
+        return User(name, frozenset(model.get("groups") or ()), admin)
+
+    async def authenticate_request(self, handler):
+        header = handler.request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() in ("jupyterhub", "token", "bearer") and token:
+            try:
+                model = await self.hub_auth.user_for_token(token, sync=False)
+            except Exception as exc:
+                self.log.warning("Hub token check failed: %s", exc)
+                raise Unavailable("Could not verify the token with JupyterHub") from None
+            if model is None:
+                raise Unauthorized("Invalid or expired JupyterHub token")
+            return self.user_from_model(model)
+        if header:
+            return None
+        # Browsers: the Hub OAuth cookie set by our oauth_callback.
+        model = await self.hub_auth.get_user(handler, sync=False)
+        return self.user_from_model(model) if model else None
+
+
+def load_authenticator_class(name: str) -> type[Authenticator]:
+    for ep in entry_points(group="jupyterhub_dask_gateway.authenticators"):
+        if ep.name == name:
+            return ep.load()
+    builtin = {"basic": BasicAuthenticator, "jupyterhub": JupyterHubAuthenticator}
+    return builtin.get(name) or import_item(name)

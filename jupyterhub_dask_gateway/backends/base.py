@@ -1,0 +1,305 @@
+"""The backend contract and the per-cluster configuration.
+
+A backend starts and stops schedulers and workers; nothing else. It never
+decides *when*: the reconciler calls it. Every start returns JSON-serialisable
+state (pids, job ids, directories) that the store keeps, so a restarted gateway
+can stop or re-attach to whatever was started. Readiness is not the backend's
+business either: a scheduler announces itself with its first heartbeat, a worker
+by appearing in a heartbeat.
+
+Subclasses must implement these coroutines (checked when the class is defined):
+
+``start_cluster(cluster, env) -> dict``
+    Start the scheduler. ``env`` holds the variables the scheduler preload needs.
+    Return as soon as it is launched (state), not when it is ready.
+``stop_cluster(cluster) -> None``
+    Stop the scheduler and anything else started for the cluster. Idempotent,
+    works from ``cluster.state`` alone.
+``start_worker(cluster, worker, env) -> dict``
+    Start one worker named ``worker.name`` connecting to ``cluster.scheduler_address``.
+``stop_worker(cluster, worker) -> None``
+    Idempotent, from ``worker.state`` alone.
+
+Optional: ``setup()``/``cleanup()`` for the backend's lifetime,
+``check_clusters(clusters)``/``check_workers(cluster, workers)`` returning one
+``(alive, reason)`` per item for periodic liveness checks.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from importlib.metadata import entry_points
+
+from traitlets import (
+    Any,
+    Bool,
+    Dict,
+    Float,
+    Integer,
+    Type,
+    Unicode,
+    Union,
+    default,
+    validate,
+)
+from traitlets.config import LoggingConfigurable
+from traitlets.utils.importstring import import_item
+
+from ..errors import InvalidOptions
+from ..options import Options
+from ..utils import parse_memory
+
+
+class MemoryLimit(Integer):
+    """An integer number of bytes that also accepts strings such as ``"2 G"``."""
+
+    info_text = 'a number of bytes or a string such as "2 G"'
+
+    def validate(self, obj, value):
+        if isinstance(value, str) or (isinstance(value, float) and not isinstance(value, bool)):
+            try:
+                value = parse_memory(value)
+            except ValueError as exc:
+                raise self.error(obj, value) from exc
+        return super().validate(obj, value)
+
+
+class ClusterConfig(LoggingConfigurable):
+    """Per-cluster settings; the options handler may override any of them per cluster."""
+
+    python = Unicode(
+        help="Python executable that runs schedulers and workers (default: the gateway's own).",
+    ).tag(config=True)
+
+    @default("python")
+    def _default_python(self):
+        return sys.executable
+
+    environment = Dict(
+        help="Extra environment variables for the scheduler and the workers.",
+    ).tag(config=True)
+    worker_cores = Integer(1, min=1, help="Cores per worker (also its default thread count).").tag(
+        config=True
+    )
+    worker_memory = MemoryLimit(
+        parse_memory("2 G"), help='Memory per worker in bytes, or a string such as "2 G".'
+    ).tag(config=True)
+    worker_threads = Integer(0, min=0, help="Threads per worker; 0 means one per worker core.").tag(
+        config=True
+    )
+    scheduler_cores = Integer(1, min=1, help="Cores reserved for the scheduler.").tag(config=True)
+    scheduler_memory = MemoryLimit(
+        parse_memory("2 G"), help='Memory reserved for the scheduler, bytes or e.g. "2 G".'
+    ).tag(config=True)
+    idle_timeout = Float(
+        0,
+        min=0,
+        help="Seconds a cluster may sit idle (no tasks) before it is stopped; 0 disables.",
+    ).tag(config=True)
+    adaptive_period = Float(
+        3, min=0.05, help="Seconds between adaptive-scaling decisions in the scheduler."
+    ).tag(config=True)
+    cluster_max_workers = Integer(
+        None, allow_none=True, min=0, help="Most workers one cluster may have; None = no limit."
+    ).tag(config=True)
+    cluster_max_cores = Float(
+        None, allow_none=True, min=0, help="Most cores (scheduler + workers) per cluster."
+    ).tag(config=True)
+    cluster_max_memory = MemoryLimit(
+        None, allow_none=True, help="Most memory (scheduler + workers) per cluster, in bytes."
+    ).tag(config=True)
+
+    @validate("worker_threads")
+    def _check_threads(self, proposal):
+        return proposal["value"]
+
+    def to_dict(self) -> dict:
+        out = {name: getattr(self, name) for name in self.trait_names(config=True)}
+        if not out["worker_threads"]:
+            out["worker_threads"] = out["worker_cores"]
+        out["max_workers"] = self.max_workers()
+        return out
+
+    def max_workers(self) -> int | None:
+        """The effective worker limit: the explicit one or what cores and memory allow."""
+        limits = []
+        if self.cluster_max_workers is not None:
+            limits.append(self.cluster_max_workers)
+        if self.cluster_max_cores is not None:
+            limits.append(int((self.cluster_max_cores - self.scheduler_cores) // self.worker_cores))
+        if self.cluster_max_memory is not None:
+            limits.append(
+                int((self.cluster_max_memory - self.scheduler_memory) // self.worker_memory)
+            )
+        return max(0, min(limits)) if limits else None
+
+    def check_limits(self) -> None:
+        if self.cluster_max_cores is not None and self.scheduler_cores > self.cluster_max_cores:
+            raise InvalidOptions(
+                f"Scheduler cores {self.scheduler_cores} exceed the cluster limit of "
+                f"{self.cluster_max_cores} cores"
+            )
+        if self.cluster_max_memory is not None and self.scheduler_memory > self.cluster_max_memory:
+            raise InvalidOptions(
+                f"Scheduler memory {self.scheduler_memory} bytes exceeds the cluster limit of "
+                f"{self.cluster_max_memory} bytes"
+            )
+
+
+_CONTRACT = ("start_cluster", "stop_cluster", "start_worker", "stop_worker")
+
+
+class Backend(LoggingConfigurable):
+    """Base class of all backends. See the module docstring for the contract."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        missing = [
+            m
+            for m in _CONTRACT
+            if getattr(cls, m) is getattr(Backend, m, None)
+            or not inspect.iscoroutinefunction(getattr(cls, m))
+        ]
+        if missing and not getattr(cls, "_abstract", False):
+            raise TypeError(f"{cls.__name__} must define async {', '.join(missing)}")
+
+    _abstract = True
+
+    cluster_options = Union(
+        [Any()],
+        help="""Options users may set when creating a cluster: an ``Options`` instance, or a
+        callable ``(user) -> Options`` (may be async) to vary them by user.""",
+    ).tag(config=True)
+
+    @default("cluster_options")
+    def _default_cluster_options(self):
+        return Options()
+
+    cluster_config_class = Type(
+        ClusterConfig, klass=ClusterConfig, help="The ClusterConfig subclass this backend uses."
+    ).tag(config=True)
+
+    supports_restart = Bool(
+        True, help="Whether schedulers and workers outlive the gateway process (read-only)."
+    )
+
+    async def get_cluster_options(self, user) -> Options:
+        opts = self.cluster_options
+        if callable(opts) and not isinstance(opts, Options):
+            opts = opts(user)
+            if inspect.isawaitable(opts):
+                opts = await opts
+        if not isinstance(opts, Options):
+            raise TypeError("cluster_options must be an Options instance or return one")
+        return opts
+
+    def make_cluster_config(self, overrides: dict) -> ClusterConfig:
+        """Build the ClusterConfig from the admin's config plus per-cluster overrides."""
+        cfg = self.cluster_config_class(parent=self)
+        allowed = set(cfg.trait_names(config=True))
+        for key, value in overrides.items():
+            if key not in allowed:
+                raise InvalidOptions(f"Unknown cluster config field {key!r} from options handler")
+            try:
+                setattr(cfg, key, value)
+            except Exception as exc:
+                raise InvalidOptions(f"Invalid value for {key}: {exc}") from None
+        cfg.check_limits()
+        return cfg
+
+    # --- helpers every backend uses to build its command lines -------------------------
+
+    listen_host = Unicode(
+        "127.0.0.1",
+        help="Host schedulers and workers bind to; 127.0.0.1 for the local backend, "
+        "an address the workers can reach for job-queue backends.",
+    ).tag(config=True)
+
+    def scheduler_command(self, cluster) -> list[str]:
+        """``python -m distributed.cli.dask_scheduler`` with TLS and our preload."""
+        host = self.listen_host
+        return [
+            cluster.config.get("python") or sys.executable,
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--protocol",
+            "tls",
+            "--host",
+            host,
+            "--port",
+            "0",
+            "--dashboard-address",
+            f"{host}:0",
+            "--preload",
+            "jupyterhub_dask_gateway.scheduler_preload",
+        ]
+
+    def worker_command(self, cluster, worker) -> list[str]:
+        """One worker process (no nanny: the gateway itself replaces dead workers)."""
+        cfg = cluster.config
+        return [
+            cfg.get("python") or sys.executable,
+            "-m",
+            "distributed.cli.dask_worker",
+            cluster.scheduler_address,
+            "--name",
+            worker.name,
+            "--nthreads",
+            str(cfg.get("worker_threads") or cfg.get("worker_cores", 1)),
+            "--memory-limit",
+            str(cfg.get("worker_memory", 0)),
+            "--no-nanny",
+            "--host",
+            self.listen_host,
+            "--dashboard-address",
+            f"{self.listen_host}:0",
+        ]
+
+    @staticmethod
+    def tls_env(role: str, cert_path: str, key_path: str) -> dict:
+        """Environment pointing distributed at the cluster's key pair (scheduler or worker)."""
+        prefix = "DASK_DISTRIBUTED__COMM__TLS__"
+        return {
+            "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+            prefix + "CA_FILE": cert_path,
+            f"{prefix}{role.upper()}__CERT": cert_path,
+            f"{prefix}{role.upper()}__KEY": key_path,
+        }
+
+    async def setup(self) -> None:
+        """Called once when the gateway starts."""
+
+    async def cleanup(self) -> None:
+        """Called once when the gateway stops (clusters keep running)."""
+
+    async def check_clusters(self, clusters) -> list[tuple[bool, str]]:
+        return [(True, "")] * len(clusters)
+
+    async def check_workers(self, cluster, workers) -> list[tuple[bool, str]]:
+        return [(True, "")] * len(workers)
+
+    async def start_cluster(self, cluster, env: dict) -> dict:
+        raise NotImplementedError
+
+    async def stop_cluster(self, cluster) -> None:
+        raise NotImplementedError
+
+    async def start_worker(self, cluster, worker, env: dict) -> dict:
+        raise NotImplementedError
+
+    async def stop_worker(self, cluster, worker) -> None:
+        raise NotImplementedError
+
+
+def load_backend_class(name: str) -> type[Backend]:
+    """Resolve a short entry-point name (``local``, ``slurm``) or an import string."""
+    for ep in entry_points(group="jupyterhub_dask_gateway.backends"):
+        if ep.name == name:
+            return ep.load()
+    builtin = {
+        "local": "jupyterhub_dask_gateway.backends.local.LocalBackend",
+        "slurm": "jupyterhub_dask_gateway.backends.slurm.SlurmBackend",
+        "pbs": "jupyterhub_dask_gateway.backends.pbs.PBSBackend",
+    }
+    return import_item(builtin.get(name, name))

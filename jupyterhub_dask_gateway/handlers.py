@@ -1,0 +1,373 @@
+"""The REST API (PROTOCOL.md §1), the scheduler's heartbeat, the proxy's routes, dashboards.
+
+Each handler authenticates in ``prepare`` (asynchronously, never blocking the
+loop), checks permissions against ``models.User``, and calls the cluster manager.
+Every error leaves through ``write_error`` as ``{"error": message}``; a 401 carries
+the authenticator's ``WWW-Authenticate`` challenge, since the dask-gateway client
+only sends credentials after one.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+
+from tornado import web
+
+from . import __version__
+from .errors import BadRequest, Forbidden, GatewayError, NotFound, Unauthorized
+from .models import ClusterStatus
+try:  # TEMP until proxy/dashboard.py lands
+    from .proxy.dashboard import DashboardProxyHandler
+except ImportError:  # pragma: no cover
+    class DashboardProxyHandler(web.RequestHandler):
+        async def prepare(self):
+            pass
+
+
+class BaseHandler(web.RequestHandler):
+    """Authentication, JSON bodies and error rendering shared by every handler."""
+
+    requires_user = True
+
+    @property
+    def gateway(self):
+        return self.settings["gateway"]
+
+    @property
+    def manager(self):
+        return self.gateway.manager
+
+    @property
+    def log(self):
+        return self.gateway.log
+
+    def check_xsrf_cookie(self):
+        # Token and Basic auth are not ambient credentials; cookie sessions are
+        # only issued to clients that authenticated with a header first.
+        pass
+
+    def set_default_headers(self):
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    async def prepare(self):
+        if not self.requires_user:
+            return
+        user = await self.gateway.authenticator.authenticate(self)
+        if user is None:
+            raise Unauthorized("Authentication required")
+        self.current_user = user
+
+    def json_body(self) -> dict:
+        if not self.request.body:
+            return {}
+        try:
+            body = json.loads(self.request.body)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("Request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("Request body must be a JSON object")
+        return body
+
+    def write_json(self, data, status: int = 200):
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, GatewayError):
+            message = exc.message
+            status_code = exc.status_code
+        elif isinstance(exc, web.HTTPError):
+            message = exc.log_message or self._reason
+        else:
+            message = self._reason if status_code != 500 else "Internal server error"
+        self.set_status(status_code)
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", self.gateway.authenticator.challenge)
+        self.set_header("Content-Type", "application/json")
+        self.clear_header("Set-Cookie") if status_code >= 400 and status_code != 401 else None
+        self.finish(json.dumps({"error": message}))
+
+    def log_exception(self, typ, value, tb):
+        if isinstance(value, GatewayError):
+            if value.status_code >= 500:
+                self.log.warning("%s %s: %s", self.request.method, self.request.path, value.message)
+            return
+        super().log_exception(typ, value, tb)
+
+    def cluster_for(self, name: str, manage: bool = False):
+        """The named cluster if the current user may see (or manage) it."""
+        cluster = self.manager.get(name)
+        user = self.current_user
+        if not user.may_view(cluster):
+            # Invisible to strangers: the same answer as for a cluster that doesn't exist.
+            raise NotFound(f"Cluster {name} not found")
+        if manage and not user.may_manage(cluster):
+            raise Forbidden(f"User {user.name} may not modify cluster {name}")
+        return cluster
+
+
+def parse_status_filter(raw: str | None):
+    if raw is None:
+        return None
+    out = set()
+    for part in raw.split(","):
+        if part.strip():
+            try:
+                out.add(ClusterStatus.from_name(part))
+            except ValueError as exc:
+                from .errors import InvalidOptions
+
+                raise InvalidOptions(str(exc)) from None
+    return out
+
+
+class VersionHandler(BaseHandler):
+    requires_user = False
+
+    def get(self):
+        self.write_json({"version": __version__})
+
+
+class HealthHandler(BaseHandler):
+    requires_user = False
+
+    def get(self):
+        ok = self.gateway.healthy()
+        self.write_json({"status": "pass" if ok else "fail"}, 200 if ok else 503)
+
+
+class ClustersHandler(BaseHandler):
+    """``GET/POST api/v1/clusters/``: the caller's clusters, and creation."""
+
+    def get(self):
+        statuses = parse_status_filter(self.get_query_argument("status", None))
+        user = self.current_user
+        prefix = self.gateway.dashboard_route_prefix
+        out = {}
+        for c in self.manager.clusters.values():
+            if c.username != user.name and not (set(c.shared_groups) & user.groups):
+                continue
+            if statuses is None and not c.active:
+                continue
+            if statuses is not None and c.public_status not in statuses:
+                continue
+            out[c.name] = c.to_wire(prefix)
+        self.write_json(out)
+
+    async def post(self):
+        body = self.json_body()
+        unknown = set(body) - {"cluster_options"}
+        if unknown:
+            raise BadRequest(f"Unknown fields in request: {sorted(unknown)}")
+        cluster = await self.manager.create(self.current_user, body.get("cluster_options"))
+        self.write_json({"name": cluster.name}, 201)
+
+
+class ClusterHandler(BaseHandler):
+    """``GET/DELETE/PATCH api/v1/clusters/<name>``."""
+
+    async def prepare(self):
+        # The scheduler's idle-timeout shutdown authenticates with its cluster token.
+        if self.request.method == "DELETE":
+            scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
+            if scheme == "token" and token:
+                name = self.path_kwargs.get("name", "")
+                cluster = self.manager.clusters.get(name)
+                if cluster and hmac.compare_digest(cluster.token, token.strip()):
+                    self.cluster_token_auth = True
+                    return
+        self.cluster_token_auth = False
+        await super().prepare()
+
+    async def get(self, name):
+        cluster = self.cluster_for(name)
+        raw = self.get_query_argument("wait", None)
+        if raw is not None:
+            try:
+                wait = raw == "" or bool(int(raw))
+            except ValueError:
+                wait = False
+            if wait:
+                await self.manager.wait_ready(cluster, self.gateway.wait_timeout)
+        self.write_json(cluster.to_wire(self.gateway.dashboard_route_prefix))
+
+    def delete(self, name):
+        if self.cluster_token_auth:
+            self.manager.stop(self.manager.get(name), "idle timeout")
+        else:
+            try:
+                cluster = self.cluster_for(name, manage=True)
+            except NotFound:
+                cluster = None  # stopping what doesn't exist is a no-op, as in the reference
+            if cluster is not None:
+                self.manager.stop(cluster, f"requested by {self.current_user.name}")
+        self.set_status(204)
+        self.finish()
+
+    def patch(self, name):
+        cluster = self.cluster_for(name, manage=True)
+        body = self.json_body()
+        unknown = set(body) - {"shared_groups"}
+        if unknown:
+            raise BadRequest(f"Unknown fields in request: {sorted(unknown)}")
+        if "shared_groups" in body:
+            from .reconcile import parse_groups
+
+            self.manager.share(cluster, parse_groups(body["shared_groups"]))
+        self.write_json(self.gateway.cluster_details(cluster))
+
+
+class ScaleHandler(BaseHandler):
+    async def post(self, name):
+        cluster = self.cluster_for(name, manage=True)
+        body = self.json_body()
+        if "count" not in body:
+            from .errors import InvalidOptions
+
+            raise InvalidOptions("Scale expects a 'count' field")
+        ok, msg = await self.manager.scale(cluster, body["count"])
+        self.write_json({"ok": ok, "msg": msg})
+
+
+class AdaptHandler(BaseHandler):
+    async def post(self, name):
+        cluster = self.cluster_for(name, manage=True)
+        body = self.json_body()
+        unknown = set(body) - {"minimum", "maximum", "active"}
+        if unknown:
+            raise BadRequest(f"Unknown fields in request: {sorted(unknown)}")
+        ok, msg = await self.manager.adapt(
+            cluster, body.get("minimum"), body.get("maximum"), body.get("active", True)
+        )
+        self.write_json({"ok": ok, "msg": msg})
+
+
+class OptionsHandler(BaseHandler):
+    async def get(self):
+        options = await self.gateway.backend.get_cluster_options(self.current_user)
+        self.write_json({"cluster_options": options.spec()})
+
+
+class WhoAmIHandler(BaseHandler):
+    def get(self):
+        u = self.current_user
+        self.write_json({"name": u.name, "groups": sorted(u.groups), "admin": u.admin})
+
+
+class ClusterDetailsHandler(BaseHandler):
+    """Richer listing for the Lab panel and admins (the client's own format is untouched)."""
+
+    def get(self, name=None):
+        user = self.current_user
+        if name:
+            self.write_json(self.gateway.cluster_details(self.cluster_for(name)))
+            return
+        everyone = self.get_query_argument("all", "0") not in ("0", "", "false")
+        if everyone and not user.admin:
+            raise Forbidden("Only admins may list every user's clusters")
+        statuses = parse_status_filter(self.get_query_argument("status", None))
+        out = []
+        for c in self.manager.clusters.values():
+            if not (everyone or user.may_view(c)) or (
+                not everyone
+                and user.admin
+                and c.username != user.name
+                and not set(c.shared_groups) & user.groups
+            ):
+                continue
+            if statuses is None and not c.active:
+                continue
+            if statuses is not None and c.public_status not in statuses:
+                continue
+            out.append(self.gateway.cluster_details(c))
+        out.sort(key=lambda d: d["start_time"])
+        self.write_json({"clusters": out})
+
+
+class HeartbeatHandler(BaseHandler):
+    """``POST api/v1/clusters/<name>/heartbeat`` from the scheduler preload (cluster token)."""
+
+    requires_user = False
+
+    def post(self, name):
+        cluster = self.manager.clusters.get(name)
+        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
+        if (
+            cluster is None
+            or scheme != "token"
+            or not hmac.compare_digest(cluster.token, token.strip())
+        ):
+            raise Forbidden("Invalid cluster token")
+        self.manager.on_heartbeat(cluster, self.json_body())
+        self.set_status(204)
+        self.finish()
+
+
+class RoutesHandler(BaseHandler):
+    """``GET api/v1/routes?since=N``: the SNI table, long-polled by the proxy process."""
+
+    requires_user = False
+
+    async def get(self):
+        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
+        if scheme != "token" or not hmac.compare_digest(token.strip(), self.gateway.proxy_token):
+            raise Forbidden("Invalid proxy token")
+        since = self.get_query_argument("since", None)
+        if since is not None:
+            try:
+                since_v = int(since)
+            except ValueError:
+                raise BadRequest("since must be an integer") from None
+            await self.manager.routes.wait_for_change(since_v, self.gateway.routes_poll_timeout)
+        if self.request.connection.stream.closed():
+            return
+        self.write_json(self.manager.routes.snapshot())
+
+
+class DashboardHandler(BaseHandler, DashboardProxyHandler):
+    """``clusters/<name>/...``: the scheduler's dashboard, for users who may see the cluster."""
+
+    async def prepare(self):
+        try:
+            await BaseHandler.prepare(self)
+        except Unauthorized:
+            login = self.gateway.browser_login_url(self)
+            if login and self.request.method in ("GET", "HEAD"):
+                self.redirect(login)
+                return
+            raise
+        await DashboardProxyHandler.prepare(self)
+
+    async def resolve_dashboard(self, cluster_name):
+        cluster = self.cluster_for(cluster_name)
+        if cluster.public_status != ClusterStatus.RUNNING or not cluster.dashboard_address:
+            raise NotFound(f"Cluster {cluster_name} has no running dashboard")
+        return cluster.dashboard_address
+
+
+def default_handlers(prefix: str):
+    p = prefix
+    return [
+        (p + r"api/version", VersionHandler),
+        (p + r"api/health", HealthHandler),
+        (p + r"api/v1/clusters/?", ClustersHandler),
+        (p + r"api/v1/clusters/(?P<name>[^/]+)/heartbeat", HeartbeatHandler),
+        (p + r"api/v1/clusters/(?P<name>[^/]+)/scale", ScaleHandler),
+        (p + r"api/v1/clusters/(?P<name>[^/]+)/adapt", AdaptHandler),
+        (p + r"api/v1/clusters/(?P<name>[^/]+)/?", ClusterHandler),
+        (p + r"api/v1/cluster-details/?", ClusterDetailsHandler),
+        (p + r"api/v1/cluster-details/(?P<name>[^/]+)/?", ClusterDetailsHandler),
+        (p + r"api/v1/options/?", OptionsHandler),
+        (p + r"api/v1/whoami/?", WhoAmIHandler),
+        (p + r"api/v1/routes/?", RoutesHandler),
+        (p + r"clusters/(?P<cluster_name>[^/]+)(?P<path>/.*)?", DashboardHandler),
+    ]
+
+
+def uptime_ms(start: float) -> int:
+    return int((time.time() - start) * 1000)

@@ -1,0 +1,40 @@
+"""Small pure helpers shared by several modules (no I/O here)."""
+
+import re
+import time
+
+_MEMORY_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+
+
+def parse_memory(value) -> int:
+    """Turn ``"2 G"``, ``"512M"``, ``"1.5GiB"`` or a number of bytes into bytes (binary units)."""
+    if isinstance(value, bool):
+        raise ValueError(f"Invalid memory value {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"Memory must be non-negative, got {value!r}")
+        return int(value)
+    if not isinstance(value, str):
+        raise ValueError(f"Invalid memory value {value!r}")
+    m = _MEMORY_RE.match(value)
+    if not m:
+        raise ValueError(f"Invalid memory value {value!r}; use a number of bytes or e.g. '2 G'")
+    number, unit = m.groups()
+    return int(float(number) * _MEMORY_UNITS[unit.upper()])
+
+
+def format_bytes(n: int) -> str:
+    for unit in ["B", "KiB", "MiB", "GiB", "TiB"]:
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def now_ms() -> int:
+    """Milliseconds since the epoch, the unit of the wire protocol's timestamps."""
+    return int(time.time() * 1000)
+
+
+CLUSTER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,127}$")

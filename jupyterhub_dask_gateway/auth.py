@@ -178,6 +178,31 @@ class JupyterHubAuthenticator(Authenticator):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.hub_auth = None
+        self._admin_cache: dict[str, tuple[float, bool]] = {}
+
+    async def _complete_model(self, model: dict) -> dict:
+        """Notebook tokens don't carry the admin flag; ask the Hub with our own token."""
+        if "admin" in model or model.get("kind", "user") != "user":
+            return model
+        name = model["name"]
+        cached = self._admin_cache.get(name)
+        if cached and time.monotonic() - cached[0] < max(self.cache_max_age, 1):
+            return {**model, "admin": cached[1]}
+        from tornado.escape import json_decode, url_escape
+        from tornado.httpclient import AsyncHTTPClient
+
+        admin = False
+        try:
+            resp = await AsyncHTTPClient().fetch(
+                f"{self.hub_auth.api_url}/users/{url_escape(name, plus=False)}",
+                headers={"Authorization": f"token {self.hub_auth.api_token}"},
+                request_timeout=10,
+            )
+            admin = bool(json_decode(resp.body).get("admin"))
+        except Exception as exc:
+            self.log.warning("Could not read the admin flag of %s from the Hub: %s", name, exc)
+        self._admin_cache[name] = (time.monotonic(), admin)
+        return {**model, "admin": admin}
 
     async def setup(self, app):
         from .hub import make_hub_auth
@@ -213,12 +238,12 @@ class JupyterHubAuthenticator(Authenticator):
                 raise Unavailable("Could not verify the token with JupyterHub") from None
             if model is None:
                 raise Unauthorized("Invalid or expired JupyterHub token")
-            return self.user_from_model(model)
+            return self.user_from_model(await self._complete_model(model))
         if header:
             return None
         # Browsers: the Hub OAuth cookie set by our oauth_callback.
         model = await self.hub_auth.get_user(handler, sync=False)
-        return self.user_from_model(model) if model else None
+        return self.user_from_model(await self._complete_model(model)) if model else None
 
 
 def load_authenticator_class(name: str) -> type[Authenticator]:

@@ -1,0 +1,111 @@
+"""The unmodified dask-gateway client against a standalone gateway started from its CLI."""
+
+import warnings
+
+import dask.array as da
+import pytest
+from dask_gateway import GatewayClusterError, GatewayWarning
+
+from conftest import processes_under, wait_for
+
+OPTIONS = """
+from jupyterhub_dask_gateway.options import Options, Integer, Float, Select, String, Bool, Mapping
+
+def handler(options, user):
+    return {
+        "worker_cores": options.worker_cores,
+        "worker_memory": int(options.worker_memory_gb * 2**30),
+        "environment": {"TEAM": options.team, **options.env},
+    }
+
+c.Backend.cluster_options = Options(
+    Integer("worker_cores", 1, min=1, max=2, label="Worker cores"),
+    Float("worker_memory_gb", 0.5, min=0.25, max=1, label="Worker memory (GiB)"),
+    Select("team", ["data", "ml"], label="Team"),
+    String("note", "", label="Note"),
+    Bool("debug", False, label="Debug"),
+    Mapping("env", {}, label="Environment"),
+    handler=handler,
+)
+c.ClusterConfig.cluster_max_workers = 3
+c.DaskGateway.max_clusters_per_user = 2
+"""
+
+
+@pytest.fixture
+def gw(make_gateway):
+    return make_gateway(OPTIONS)
+
+
+def test_full_client_workflow(gw):
+    with gw.gateway() as gateway:
+        opts = gateway.cluster_options()
+        assert set(opts) == {"worker_cores", "worker_memory_gb", "team", "note", "debug", "env",
+                             "shared_groups"}
+        opts.worker_cores = 2
+        opts.team = "ml"
+        with gateway.new_cluster(opts) as cluster:
+            assert cluster.status.name == "RUNNING"
+            cluster.scale(2)
+            cluster.wait_for_workers(2, timeout=60)
+            with cluster.get_client(set_as_default=False) as client:
+                x = da.ones((2000, 2000), chunks=(500, 500))
+                assert client.compute(x.sum()).result() == 4_000_000
+                futures = client.map(lambda i: i + 1, range(1000))
+                assert sum(client.gather(futures)) == sum(range(1, 1001))
+                info = client.scheduler_info()
+                assert {w["nthreads"] for w in info["workers"].values()} == {2}
+
+            names = [c.name for c in gateway.list_clusters()]
+            assert cluster.name in names
+            # A second Gateway object connects to the same cluster by name.
+            with gw.gateway() as other, other.connect(cluster.name) as same:
+                with same.get_client(set_as_default=False) as client2:
+                    assert client2.submit(lambda: 6 * 7).result() == 42
+
+            cluster.adapt(minimum=1, maximum=3)
+            wait_for(lambda: len(cluster.scheduler_info["workers"]) == 1, timeout=60,
+                     what="adaptive scale-down to the minimum")
+
+            # A scale above the limit warns and clamps.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                cluster.scale(5)
+            msgs = [str(w.message) for w in caught if issubclass(w.category, GatewayWarning)]
+            assert msgs and "exceed resource limit of 3 workers" in msgs[0]
+            cluster.wait_for_workers(3, timeout=60)
+        # Leaving the context manager shut the cluster down.
+        report = gateway.get_cluster(cluster.name)
+        assert report.status.name in ("STOPPING", "STOPPED")
+        wait_for(lambda: gateway.get_cluster(cluster.name).status.name == "STOPPED", 30)
+        wait_for(lambda: not processes_under(f"{gw.state_dir}/clusters/{cluster.name}"), 30,
+                 what="every process of the cluster to exit")
+
+
+def test_errors_and_isolation(gw):
+    with gw.gateway("alice") as alice, gw.gateway("bob") as bob:
+        with pytest.raises(ValueError, match="worker_cores must be <= 2"):
+            alice.new_cluster(worker_cores=10)
+        with pytest.raises(ValueError, match="Unknown fields"):
+            alice.new_cluster(bogus=1)
+        with pytest.raises(ValueError, match="not found"):
+            alice.connect("0123456789abcdef0123456789abcdef")
+
+        c1 = alice.new_cluster()
+        c2 = alice.new_cluster()
+        try:
+            assert {c.name for c in alice.list_clusters()} == {c1.name, c2.name}
+            # Quota: two clusters per user.
+            with pytest.raises(GatewayClusterError, match="limit is 2"):
+                alice.new_cluster()
+            # Bob sees nothing of alice's, and cannot touch them.
+            assert bob.list_clusters() == []
+            with pytest.raises(ValueError, match="not found"):
+                bob.connect(c1.name)
+            with pytest.raises(ValueError, match="not found"):
+                bob.scale_cluster(c1.name, 2)
+            bob.stop_cluster(c1.name)  # a no-op for a cluster bob cannot see
+            assert alice.get_cluster(c1.name).status.name == "RUNNING"
+        finally:
+            c1.shutdown()
+            c2.shutdown()

@@ -1,0 +1,48 @@
+"""The configuration surface: help on every trait, --generate-config, --help, bad values."""
+
+import subprocess
+import sys
+
+import pytest
+from traitlets import TraitError
+
+from jupyterhub_dask_gateway.app import DaskGateway
+from jupyterhub_dask_gateway.backends.base import ClusterConfig
+
+
+def test_every_config_trait_has_help():
+    app = DaskGateway()
+    missing = []
+    for cls in app.classes:
+        for name, trait in cls.class_traits(config=True).items():
+            if cls.__module__.startswith("jupyterhub_dask_gateway") and not trait.help:
+                missing.append(f"{cls.__name__}.{name}")
+    assert not missing, missing
+
+
+def test_generate_config_and_help():
+    cmd = [sys.executable, "-m", "jupyterhub_dask_gateway.app"]
+    out = subprocess.run(cmd + ["--generate-config"], capture_output=True, text=True, check=True)
+    assert "c.DaskGateway.proxy_address" in out.stdout
+    assert "c.ClusterConfig.worker_memory" in out.stdout
+    assert "c.LocalBackend.warm_pool_size" in out.stdout
+    out = subprocess.run(cmd + ["--help"], capture_output=True, text=True, check=True)
+    assert "--config" in out.stdout
+
+
+def test_memory_strings_and_limits():
+    cfg = ClusterConfig(worker_memory="1 G", scheduler_memory="512M", cluster_max_memory="3G",
+                        cluster_max_workers=5)
+    assert cfg.worker_memory == 2**30
+    assert cfg.max_workers() == 2  # (3 G - 0.5 G) // 1 G
+    with pytest.raises(TraitError):
+        ClusterConfig(worker_memory="lots")
+
+
+def test_bad_address_is_refused(tmp_path):
+    cfg = tmp_path / "c.py"
+    cfg.write_text('c.DaskGateway.address = "nonsense"\n')
+    out = subprocess.run([sys.executable, "-m", "jupyterhub_dask_gateway.app", "--config",
+                          str(cfg)], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "host:port" in out.stderr + out.stdout

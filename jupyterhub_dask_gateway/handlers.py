@@ -18,12 +18,7 @@ from tornado import web
 from . import __version__
 from .errors import BadRequest, Forbidden, GatewayError, NotFound, Unauthorized
 from .models import ClusterStatus
-try:  # TEMP until proxy/dashboard.py lands
-    from .proxy.dashboard import DashboardProxyHandler
-except ImportError:  # pragma: no cover
-    class DashboardProxyHandler(web.RequestHandler):
-        async def prepare(self):
-            pass
+from .proxy.dashboard import DashboardProxyHandler
 
 
 class BaseHandler(web.RequestHandler):

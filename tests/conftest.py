@@ -174,3 +174,23 @@ def gateway(make_gateway):
 
 def pytest_configure(config):
     os.environ.setdefault("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", "30s")
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_on_main_thread():
+    """Run the garbage collector only here, on the main thread, between tests.
+
+    Two client-side bugs make automatic collection unsafe in a long test process:
+    a dask-gateway ``Gateway`` collected on the client's own event-loop thread
+    deadlocks in ``__del__`` (it waits for that same loop), and late finalisation
+    of the client's reference cycles trips CPython 3.11.7's gh-106905 at exit.
+    """
+    import gc
+
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()

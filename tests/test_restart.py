@@ -13,7 +13,7 @@ def test_sigkill_during_computation(make_gateway):
     with gw.gateway() as gateway:
         cluster = gateway.new_cluster()
         cluster.scale(1)
-        cluster.wait_for_workers(1, timeout=60)
+        wait_for(lambda: len(cluster.scheduler_info["workers"]) == 1, 60, what="workers")
         client = cluster.get_client(set_as_default=False)
         try:
             import time
@@ -34,7 +34,7 @@ def test_sigkill_during_computation(make_gateway):
                     assert c2.submit(lambda: 1 + 1).result() == 2
                 # Scaling still works after the restart (the scheduler re-attached).
                 again.scale(2)
-                again.wait_for_workers(2, timeout=60)
+                wait_for(lambda: len(again.scheduler_info["workers"]) == 2, 60, what="workers")
         finally:
             client.close()
             cluster.shutdown()
@@ -75,7 +75,7 @@ def test_dead_worker_is_replaced(make_gateway):
     gw = make_gateway()
     with gw.gateway() as gateway, gateway.new_cluster() as cluster:
         cluster.scale(1)
-        cluster.wait_for_workers(1, timeout=60)
+        wait_for(lambda: len(cluster.scheduler_info["workers"]) == 1, 60, what="workers")
         (addr, info), = cluster.scheduler_info["workers"].items()
         psutil.Process(info["pid"]).kill()
         wait_for(lambda: set(cluster.scheduler_info["workers"]) - {addr}, 60,

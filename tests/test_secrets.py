@@ -3,6 +3,7 @@
 import os
 import stat
 
+from conftest import wait_for
 
 
 def test_no_plaintext_secrets_in_db_or_logs(make_gateway):
@@ -10,7 +11,7 @@ def test_no_plaintext_secrets_in_db_or_logs(make_gateway):
     with gw.gateway() as gateway:
         cluster = gateway.new_cluster()
         cluster.scale(1)
-        cluster.wait_for_workers(1, timeout=60)
+        wait_for(lambda: len(cluster.scheduler_info["workers"]) == 1, 60, what="workers")
         report = gateway.get_cluster(cluster.name)
         key_body = report.tls_key.splitlines()[1]
         cert_body = report.tls_cert.splitlines()[1]

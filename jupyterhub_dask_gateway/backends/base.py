@@ -161,7 +161,7 @@ class Backend(LoggingConfigurable):
             if getattr(cls, m) is getattr(Backend, m, None)
             or not inspect.iscoroutinefunction(getattr(cls, m))
         ]
-        if missing and not getattr(cls, "_abstract", False):
+        if missing and not cls.__dict__.get("_abstract", False):
             raise TypeError(f"{cls.__name__} must define async {', '.join(missing)}")
 
     _abstract = True

@@ -72,7 +72,8 @@ class LocalBackend(Backend):
 
     @default("clusters_directory")
     def _default_clusters_directory(self):
-        return os.path.join(os.getcwd(), "dask-gateway-clusters")
+        state_dir = getattr(self.parent, "state_dir", None) or os.getcwd()
+        return os.path.join(state_dir, "clusters")
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

@@ -1,0 +1,34 @@
+// Jest runs the panel's unit tests (labextension/src/__tests__) in jsdom, on top of
+// JupyterLab's shared configuration (ts-jest, CSS/SVG mocks, ESM allow-list).
+const jestJupyterLab = require('@jupyterlab/testutils/lib/jest-config');
+
+const esModules = [
+  '@codemirror',
+  '@jupyter/ydoc',
+  '@jupyterlab/',
+  '@jupyter/react-components',
+  '@jupyter/web-components',
+  '@microsoft',
+  'exenv-es6',
+  'lib0',
+  'nanoid',
+  'vscode-ws-jsonrpc',
+  'y-protocols',
+  'y-websocket',
+  'yjs'
+].join('|');
+
+const baseConfig = jestJupyterLab(__dirname);
+
+module.exports = {
+  ...baseConfig,
+  // plain output: the shared config's junit and GitHub reporters only make files here
+  reporters: ['default'],
+  testRegex: 'labextension/src/__tests__/.*\\.spec\\.tsx?$',
+  // the built copy of package.json under jupyter_server_ext/ confuses jest-haste-map
+  modulePathIgnorePatterns: [
+    '<rootDir>/jupyter_server_ext/',
+    '<rootDir>/labextension/lib/'
+  ],
+  transformIgnorePatterns: [`/node_modules/(?!${esModules}).+`]
+};

@@ -1,0 +1,548 @@
+"""The public TCP proxy: route TLS by SNI to schedulers, everything else to the gateway.
+
+This module owns the data plane and the proxy's copy of the route table:
+
+- :class:`TCPProxy` accepts connections, peeks the first bytes (parsed by
+  :func:`.sni.parse_sni`) under a handshake timeout, picks a target and splices
+  bytes both ways without decrypting them: SNI ``daskgateway-<name>`` goes to
+  that cluster's scheduler, plain HTTP (or TLS for any other name) goes to the
+  gateway's HTTP port, anything malformed or for an unknown cluster is closed.
+- :class:`RouteSync` keeps the table in step with the gateway by long-polling
+  ``GET {gateway_url}api/v1/routes?since=<version>``; while the gateway is
+  away the last table stays in force, so established and new scheduler
+  connections keep working.
+- :func:`run_proxy` runs a proxy until SIGTERM/SIGINT (used by ``__main__``).
+
+The gateway serves the routes endpoint and starts this module as its own
+process (see ``__main__``); dashboards are proxied by :mod:`.dashboard`, not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterable
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+from .sni import INVALID, MAX_HELLO_SIZE, NEED_MORE, NOT_TLS, parse_sni
+
+__all__ = ["SNI_PREFIX", "RouteSync", "TCPProxy", "parse_host_port", "run_proxy"]
+
+SNI_PREFIX = "daskgateway-"
+
+log = logging.getLogger("jupyterhub_dask_gateway.proxy")
+
+
+def parse_host_port(address: str | tuple[str, int]) -> tuple[str, int]:
+    """Split ``"host:port"`` (``"[::1]:port"`` for IPv6, an optional ``tls://``) into a pair."""
+    if isinstance(address, tuple):
+        host, port = address
+        return str(host), int(port)
+    if not isinstance(address, str):
+        raise ValueError(f"Invalid address {address!r}")
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"Invalid address {address!r}; expected host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+class _SharedBuffer:
+    """One receive buffer reused by every connection of a proxy.
+
+    A read is forwarded to the peer before the next read can happen (the event
+    loop is single-threaded), so one buffer serves all connections and idle
+    connections cost no user-space memory. The only subtlety is a transport
+    that keeps a reference to data it could not send at once (newer asyncio
+    queues memoryviews instead of copying): :meth:`forward` then gives that
+    buffer away and allocates a fresh one.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self.view = memoryview(bytearray(size))
+
+    def forward(self, nbytes: int, transport: asyncio.WriteTransport) -> None:
+        if transport.get_write_buffer_size():
+            # Already queueing: an exact-size copy avoids pinning a whole buffer per small read.
+            transport.write(bytes(self.view[:nbytes]))
+            return
+        transport.write(self.view[:nbytes])
+        if transport.get_write_buffer_size():
+            self.view = memoryview(bytearray(self.size))
+
+
+class _Half(asyncio.BufferedProtocol):
+    """One socket of a spliced connection; whatever it reads goes to ``peer``."""
+
+    def __init__(self, proxy: TCPProxy):
+        self.proxy = proxy
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Half | None = None
+        self.eof = False
+        self.lost = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+        # asyncio already disables Nagle on TCP transports; the limits decide when
+        # backpressure kicks in (pause_writing below).
+        transport.set_write_buffer_limits(high=self.proxy.high_water)
+        self.proxy._halves.add(self)
+
+    def get_buffer(self, sizehint):
+        return self.proxy._buffer.view
+
+    def buffer_updated(self, nbytes):
+        self.proxy._buffer.forward(nbytes, self.peer.transport)
+
+    def pause_writing(self):
+        # Our socket cannot take more: stop reading the side that feeds it.
+        if self.peer is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self):
+        if self.peer is not None:
+            self.peer.transport.resume_reading()
+
+    def eof_received(self):
+        self.eof = True
+        if self.peer is None:
+            return True
+        peer_transport = self.peer.transport
+        if self.peer.eof:
+            # Both directions are finished; close() still flushes what is queued.
+            self.transport.close()
+            peer_transport.close()
+        elif peer_transport.can_write_eof():
+            peer_transport.write_eof()
+        # Keep our transport open: the other direction may still be flowing.
+        return True
+
+    def connection_lost(self, exc):
+        self.lost = True
+        self.proxy._halves.discard(self)
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+
+class _Inbound(_Half):
+    """The client side: peeks the ClientHello, chooses a target, then splices."""
+
+    def __init__(self, proxy: TCPProxy):
+        super().__init__(proxy)
+        self.hello = bytearray(MAX_HELLO_SIZE)
+        self.filled = 0
+        self.needed = 1
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.timer = asyncio.get_running_loop().call_later(
+            self.proxy.handshake_timeout, self._handshake_timed_out
+        )
+
+    def _handshake_timed_out(self):
+        self.timer = None
+        log.debug("Closing %s: no ClientHello within the handshake timeout", self._peername())
+        self.transport.abort()
+
+    def _peername(self):
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return f"{peer[0]}:{peer[1]}" if peer else "client"
+
+    def get_buffer(self, sizehint):
+        if self.hello is not None:
+            return memoryview(self.hello)[self.filled :]
+        return super().get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes):
+        if self.hello is None:
+            return super().buffer_updated(nbytes)
+        self.filled += nbytes
+        if self.filled < self.needed:
+            # A hello trickling in byte by byte must not cost a parse per byte.
+            return
+        result = parse_sni(memoryview(self.hello)[: self.filled])
+        status, server_name = result
+        if status is NEED_MORE:
+            self.needed = result.needed
+            return
+        self._cancel_timer()
+        # Nothing more is read until the target is connected; the peeked bytes wait here.
+        self.transport.pause_reading()
+        if status is INVALID:
+            log.debug("Closing %s: malformed TLS ClientHello", self._peername())
+            self.transport.abort()
+            return
+        if status is not NOT_TLS and server_name and server_name.startswith(SNI_PREFIX):
+            cluster = server_name[len(SNI_PREFIX) :]
+            target = self.proxy.routes.get(cluster)
+            if target is None:
+                log.info("Closing %s: no route for cluster %r", self._peername(), cluster)
+                self.transport.abort()
+                return
+            what = f"cluster {cluster!r}"
+        else:
+            target = self.proxy.http_target
+            if target is None:
+                log.debug("Closing %s: not TLS for a cluster and no HTTP target", self._peername())
+                self.transport.abort()
+                return
+            what = "the gateway"
+        self.proxy._spawn(self._connect(target, what))
+
+    def eof_received(self):
+        # Reading pauses once a target is chosen and resumes after the peeked bytes
+        # are handed over, so an EOF seen while peeking means an incomplete hello.
+        if self.hello is not None:
+            self._cancel_timer()
+            return False
+        return super().eof_received()
+
+    def connection_lost(self, exc):
+        self._cancel_timer()
+        super().connection_lost(exc)
+
+    def _cancel_timer(self):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    async def _connect(self, target: tuple[str, int], what: str) -> None:
+        upstream = _Half(self.proxy)
+        upstream.peer = self
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(lambda: upstream, *target),
+                self.proxy.connect_timeout,
+            )
+        except (OSError, asyncio.TimeoutError) as e:
+            log.warning(
+                "Could not connect %s to %s at %s:%d: %s",
+                self._peername(),
+                what,
+                *target,
+                e or "timed out",
+            )
+            self.transport.abort()
+            return
+        if self.lost:
+            upstream.transport.close()
+            return
+        log.debug("Connected %s to %s at %s:%d", self._peername(), what, *target)
+        upstream.transport.write(bytes(self.hello[: self.filled]))
+        self.hello = None
+        self.peer = upstream
+        self.transport.resume_reading()
+
+
+class RouteSync:
+    """Keep a route table in step with the gateway's ``api/v1/routes`` endpoint.
+
+    The contract: ``GET {gateway_url}api/v1/routes[?since=<version>]`` with
+    ``Authorization: token <token>`` answers ``{"version": int, "routes":
+    {name: "host:port"}}`` (the full table), holding the request while
+    ``since`` is current. Errors keep the current table and retry with capped
+    exponential backoff; after an error the next request omits ``since`` so a
+    restarted gateway (whose versions start over) always sends its table.
+
+    Parameters
+    ----------
+    gateway_url : str
+        Base URL of the gateway's private HTTP API, e.g. ``http://127.0.0.1:8000/prefix/``.
+    token : str
+        The proxy token shared with the gateway.
+    on_update : callable
+        Called as ``on_update(version, routes)`` with each new table.
+    poll_timeout : float
+        Seconds to wait for one (long-poll) response before retrying.
+    connect_timeout : float
+        Seconds to wait for the TCP connection to the gateway.
+    backoff_min, backoff_max : float
+        Retry delays in seconds after an error (doubling from min to max).
+    """
+
+    def __init__(
+        self,
+        gateway_url: str,
+        token: str,
+        on_update,
+        *,
+        poll_timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+        backoff_min: float = 0.1,
+        backoff_max: float = 5.0,
+    ):
+        self.url = gateway_url.rstrip("/") + "/api/v1/routes"
+        self.token = token
+        self.on_update = on_update
+        self.poll_timeout = poll_timeout
+        self.connect_timeout = connect_timeout
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.synced = asyncio.Event()
+        self._client: AsyncHTTPClient | None = None
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            # Our own client: the shared per-loop instance has a small connection queue.
+            self._client = AsyncHTTPClient(force_instance=True)
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def fetch(self, since: int | None) -> tuple[int, dict[str, tuple[str, int]]]:
+        """One request; returns ``(version, routes)`` or raises on any failure."""
+        url = self.url if since is None else f"{self.url}?since={since}"
+        response = await self._client.fetch(
+            url,
+            headers={"Authorization": f"token {self.token}", "Accept": "application/json"},
+            connect_timeout=self.connect_timeout,
+            request_timeout=self.poll_timeout,
+            follow_redirects=False,
+        )
+        return _parse_routes(response.body)
+
+    async def _run(self) -> None:
+        since = None
+        delay = self.backoff_min
+        outage_since = None
+        while True:
+            started = time.monotonic()
+            try:
+                version, routes = await self.fetch(since)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                if outage_since is None:
+                    outage_since = started
+                    log.warning(
+                        "Cannot sync routes from %s (%s); keeping the current table, retrying",
+                        self.url,
+                        _describe(e),
+                        # Expected failures need no traceback; anything else is a bug to see.
+                        exc_info=not isinstance(e, (OSError, HTTPClientError, ValueError)),
+                    )
+                since = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            if outage_since is not None:
+                log.info(
+                    "Route sync with %s restored after %.1f s",
+                    self.url,
+                    time.monotonic() - outage_since,
+                )
+                outage_since = None
+            delay = self.backoff_min
+            unchanged = version == since
+            self.on_update(version, routes)
+            self.synced.set()
+            since = version
+            if unchanged and time.monotonic() - started < self.backoff_min:
+                # A gateway that answers at once without a change would make us spin.
+                await asyncio.sleep(self.backoff_min)
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, HTTPClientError) and error.code == 599:
+        return str(error.__cause__ or error)
+    return str(error) or type(error).__name__
+
+
+def _parse_routes(body: bytes) -> tuple[int, dict[str, tuple[str, int]]]:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"routes response is not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError("routes response is not a JSON object")
+    version = data.get("version")
+    routes = data.get("routes")
+    if not isinstance(version, int) or isinstance(version, bool) or not isinstance(routes, dict):
+        raise ValueError("routes response lacks an integer 'version' and a 'routes' object")
+    table = {}
+    for name, target in routes.items():
+        try:
+            table[name] = parse_host_port(target)
+        except ValueError:
+            log.warning("Ignoring route %r with invalid target %r", name, target)
+    return version, table
+
+
+class TCPProxy:
+    """The public TCP proxy, runnable in-process (``await start()`` / ``await stop()``).
+
+    Parameters
+    ----------
+    listen : str or (host, port)
+        Address to listen on; port 0 picks a free port (see :attr:`address`).
+    gateway_url : str or None
+        Base URL of the gateway's private HTTP API, the source of the route
+        table. ``None`` disables syncing (tests set :attr:`routes` directly).
+    http_target : str or (host, port) or None
+        Where connections that are not TLS for a cluster go (the gateway's
+        HTTP port); ``None`` closes them instead.
+    token : str
+        Proxy token for the routes endpoint. Never logged.
+    handshake_timeout : float
+        Seconds a new connection has to send a complete ClientHello (or its first byte).
+    connect_timeout : float
+        Seconds to connect to a scheduler or the HTTP target.
+    poll_timeout : float
+        Seconds one long-poll of the routes endpoint may take.
+    chunk_size : int
+        Bytes read per receive (one buffer shared by all connections).
+    high_water : int
+        Bytes queued towards a socket before reading from its peer pauses.
+    """
+
+    def __init__(
+        self,
+        listen: str | tuple[str, int],
+        gateway_url: str | None,
+        http_target: str | tuple[str, int] | None,
+        token: str = "",
+        *,
+        handshake_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        poll_timeout: float = 60.0,
+        chunk_size: int = 256 * 1024,
+        high_water: int = 1024 * 1024,
+    ):
+        self.listen = parse_host_port(listen)
+        self.http_target = parse_host_port(http_target) if http_target else None
+        self.handshake_timeout = handshake_timeout
+        self.connect_timeout = connect_timeout
+        self.high_water = high_water
+        self.routes: dict[str, tuple[str, int]] = {}
+        self.routes_version: int | None = None
+        self.address: tuple[str, int] | None = None
+        self._buffer = _SharedBuffer(chunk_size)
+        self._halves: set[_Half] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._server: asyncio.Server | None = None
+        self._sync = (
+            RouteSync(gateway_url, token, self.set_routes, poll_timeout=poll_timeout)
+            if gateway_url
+            else None
+        )
+
+    @property
+    def synced(self) -> asyncio.Event | None:
+        """Set once the first route table has arrived (``None`` without a gateway URL)."""
+        return self._sync.synced if self._sync else None
+
+    def set_routes(self, version: int | None, routes: dict[str, tuple[str, int]]) -> None:
+        """Replace the route table (logging what changed)."""
+        for name in self.routes.keys() - routes.keys():
+            log.info("Removed route for cluster %r", name)
+        for name, target in routes.items():
+            if self.routes.get(name) != target:
+                log.info("Route for cluster %r -> %s:%d", name, *target)
+        self.routes = dict(routes)
+        self.routes_version = version
+
+    async def start(self) -> None:
+        if self._server is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Inbound(self), *self.listen, backlog=1024, reuse_address=True
+        )
+        self.address = self._server.sockets[0].getsockname()[:2]
+        log.info("Dask Gateway proxy listening on %s:%d", *self.address)
+        if self._sync is not None:
+            self._sync.start()
+
+    async def stop(self) -> None:
+        """Stop listening, drop every connection and stop syncing. Idempotent."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            log.info("Dask Gateway proxy stopping (%d open sockets)", len(self._halves))
+        if self._sync is not None:
+            await self._sync.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        for half in list(self._halves):
+            half.transport.abort()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def run_proxy(
+    listen: str | tuple[str, int],
+    gateway_url: str | None,
+    http_target: str | tuple[str, int] | None,
+    token: str,
+    *,
+    pid_file: str | None = None,
+    signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT),
+    **kwargs,
+) -> None:
+    """Run a :class:`TCPProxy` until one of ``signals`` arrives, then shut it down.
+
+    Writes ``pid_file`` once listening and removes it on the way out. Extra
+    keyword arguments go to :class:`TCPProxy`.
+    """
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in signals:
+        loop.add_signal_handler(sig, stopping.set)
+    proxy = TCPProxy(listen, gateway_url, http_target, token, **kwargs)
+    try:
+        await proxy.start()
+        if pid_file:
+            _write_pid_file(pid_file)
+        await stopping.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await proxy.stop()
+        if pid_file:
+            _remove_pid_file(pid_file)
+
+
+def _write_pid_file(path: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    # Atomic, so a gateway reading it never sees a half-written pid.
+    os.replace(tmp, path)
+
+
+def _remove_pid_file(path: str) -> None:
+    try:
+        with open(path) as f:
+            mine = f.read().strip() == str(os.getpid())
+        if mine:
+            os.unlink(path)
+    except OSError:
+        pass

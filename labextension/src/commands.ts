@@ -1,0 +1,420 @@
+/**
+ * Every action of the panel as a JupyterLab command, so buttons, the context
+ * menu, the palette and other extensions share one implementation. Commands
+ * take the cluster's `name` as an argument; without one (palette) they act on
+ * the selected cluster, or the only one. They report failures as notifications
+ * (unless `notify: false`, used by the form, which shows errors inline) and
+ * re-throw so callers can react.
+ */
+
+import { JupyterFrontEnd } from '@jupyterlab/application';
+import {
+  Clipboard,
+  Dialog,
+  InputDialog,
+  Notification,
+  showDialog
+} from '@jupyterlab/apputils';
+import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { TranslationBundle } from '@jupyterlab/translation';
+import { addIcon, refreshIcon } from '@jupyterlab/ui-components';
+import { ReadonlyPartialJSONObject } from '@lumino/coreutils';
+
+import { connectionCode } from './format';
+import { GatewayModel } from './model';
+import { GatewaySidebar, gatewayIcon } from './sidebar';
+import {
+  CommandIDs,
+  DASK_LAB_PLUGIN_ID,
+  DaskLabCommandIDs,
+  IClusterInfo
+} from './tokens';
+
+export interface ICommandContext {
+  app: JupyterFrontEnd;
+  model: GatewayModel;
+  sidebar: GatewaySidebar;
+  trans: TranslationBundle;
+  notebooks: INotebookTracker | null;
+  settingRegistry: ISettingRegistry | null;
+  /** Current values of the settings that change what commands do. */
+  settings: () => {
+    confirmStop: boolean;
+    handOffToDaskLabextension: boolean;
+    daskLabextensionBrowserCheck: boolean;
+  };
+}
+
+/** Whether dask-labextension is loaded (it exports no token, but its commands exist). */
+export function hasDaskLab(app: JupyterFrontEnd): boolean {
+  return app.commands.hasCommand(DaskLabCommandIDs.populateDashboardUrl);
+}
+
+/** The cluster a command acts on: its argument, the right-clicked card, the selection, or the only one. */
+function targetCluster(
+  ctx: ICommandContext,
+  args: ReadonlyPartialJSONObject
+): IClusterInfo | undefined {
+  const { model, app } = ctx;
+  let name = typeof args.name === 'string' ? args.name : undefined;
+  if (!name) {
+    const node = app.contextMenuHitTest(
+      n => n.dataset?.clusterName !== undefined
+    );
+    name = node?.dataset.clusterName;
+  }
+  if (name) {
+    // a name the list has not caught up with yet (just created) still works
+    return model.cluster(name) ?? ({ name, status: 'PENDING' } as IClusterInfo);
+  }
+  if (model.selected) {
+    return model.cluster(model.selected);
+  }
+  const active = model.clusters.filter(c => c.status === 'RUNNING');
+  return active.length === 1 ? active[0] : undefined;
+}
+
+function absolute(url: string): string {
+  return new URL(url, window.location.href).href;
+}
+
+export function addCommands(ctx: ICommandContext): void {
+  const { app, model, sidebar, trans, notebooks } = ctx;
+  const { commands, shell } = app;
+
+  /** Run an action; show its failure unless the caller shows it; rethrow. */
+  const report = async <T>(
+    args: ReadonlyPartialJSONObject,
+    what: string,
+    action: () => Promise<T>
+  ): Promise<T> => {
+    try {
+      return await action();
+    } catch (error) {
+      if (args.notify !== false) {
+        Notification.error(`${what}: ${(error as Error).message}`, {
+          autoClose: 8000
+        });
+      }
+      throw error;
+    }
+  };
+
+  const needsCluster = (args: ReadonlyPartialJSONObject) =>
+    targetCluster(ctx, args) !== undefined;
+  const needsDashboard = (args: ReadonlyPartialJSONObject) =>
+    !!targetCluster(ctx, args)?.dashboard_url;
+
+  commands.addCommand(CommandIDs.open, {
+    label: trans.__('Show Dask Gateway Clusters'),
+    icon: gatewayIcon,
+    execute: () => shell.activateById(sidebar.id)
+  });
+
+  commands.addCommand(CommandIDs.refresh, {
+    label: args =>
+      args.toolbar ? '' : trans.__('Refresh Dask Gateway Clusters'),
+    caption: trans.__('Refresh the cluster list'),
+    icon: refreshIcon,
+    execute: () => model.refresh()
+  });
+
+  commands.addCommand(CommandIDs.newCluster, {
+    label: args =>
+      args.toolbar ? trans.__('New') : trans.__('New Dask Gateway Cluster…'),
+    caption: trans.__('Create a Dask cluster from the options form'),
+    icon: addIcon,
+    execute: () => {
+      shell.activateById(sidebar.id);
+      sidebar.formOpen = true;
+    }
+  });
+
+  commands.addCommand(CommandIDs.createCluster, {
+    label: trans.__('Create Dask Gateway Cluster with Default Options'),
+    caption: trans.__('Create a cluster; args: {options}'),
+    execute: args =>
+      report(args, trans.__('Cannot create a cluster'), async () => {
+        const options = (args.options ?? {}) as Record<string, unknown>;
+        const name = await model.create(options);
+        Notification.success(trans.__('Cluster %1 is starting.', name), {
+          autoClose: 4000
+        });
+        return name;
+      })
+  });
+
+  commands.addCommand(CommandIDs.scale, {
+    label: trans.__('Scale Dask Gateway Cluster…'),
+    caption: trans.__('Set the number of workers; args: {name, count}'),
+    isEnabled: needsCluster,
+    execute: async args => {
+      const cluster = targetCluster(ctx, args);
+      if (!cluster) {
+        return;
+      }
+      let count = typeof args.count === 'number' ? args.count : undefined;
+      if (count === undefined) {
+        const result = await InputDialog.getNumber({
+          title: trans.__('Scale cluster %1', cluster.name),
+          label: trans.__('Workers'),
+          value: cluster.target_workers ?? cluster.workers ?? 0
+        });
+        if (!result.button.accept || result.value === null) {
+          return;
+        }
+        count = result.value;
+      }
+      if (!Number.isInteger(count) || count < 0) {
+        Notification.error(trans.__('Workers must be a whole number ≥ 0'));
+        return;
+      }
+      const reply = await report(args, trans.__('Cannot scale'), () =>
+        model.scale(cluster.name, count!)
+      );
+      if (!reply.ok && reply.msg) {
+        Notification.warning(reply.msg, { autoClose: 8000 });
+      }
+      return reply;
+    }
+  });
+
+  commands.addCommand(CommandIDs.adapt, {
+    label: trans.__('Make Dask Gateway Cluster Adaptive…'),
+    caption: trans.__(
+      'Scale between a minimum and a maximum with the load; args: {name, minimum, maximum}'
+    ),
+    isEnabled: needsCluster,
+    execute: async args => {
+      const cluster = targetCluster(ctx, args);
+      if (!cluster) {
+        return;
+      }
+      let minimum = typeof args.minimum === 'number' ? args.minimum : undefined;
+      let maximum = typeof args.maximum === 'number' ? args.maximum : undefined;
+      if (minimum === undefined || maximum === undefined) {
+        const lo = await InputDialog.getNumber({
+          title: trans.__('Adaptive cluster %1', cluster.name),
+          label: trans.__('Minimum workers'),
+          value: cluster.adaptive?.minimum ?? 0
+        });
+        if (!lo.button.accept || lo.value === null) {
+          return;
+        }
+        const hi = await InputDialog.getNumber({
+          title: trans.__('Adaptive cluster %1', cluster.name),
+          label: trans.__('Maximum workers'),
+          value: cluster.adaptive?.maximum ?? Math.max(lo.value, 1)
+        });
+        if (!hi.button.accept || hi.value === null) {
+          return;
+        }
+        minimum = lo.value;
+        maximum = hi.value;
+      }
+      if (
+        !Number.isInteger(minimum) ||
+        !Number.isInteger(maximum) ||
+        minimum < 0 ||
+        minimum > maximum
+      ) {
+        Notification.error(
+          trans.__(
+            'The minimum and maximum must be whole numbers ≥ 0, minimum ≤ maximum'
+          )
+        );
+        return;
+      }
+      const reply = await report(args, trans.__('Cannot adapt'), () =>
+        model.adapt(cluster.name, minimum!, maximum!)
+      );
+      if (!reply.ok && reply.msg) {
+        Notification.warning(reply.msg, { autoClose: 8000 });
+      }
+      return reply;
+    }
+  });
+
+  commands.addCommand(CommandIDs.stop, {
+    label: trans.__('Stop Dask Gateway Cluster…'),
+    caption: trans.__('Stop the cluster and its workers; args: {name}'),
+    isEnabled: needsCluster,
+    execute: async args => {
+      const cluster = targetCluster(ctx, args);
+      if (!cluster) {
+        return;
+      }
+      if (ctx.settings().confirmStop && args.confirm !== false) {
+        const result = await showDialog({
+          title: trans.__('Stop cluster?'),
+          body: trans.__(
+            'Stop cluster %1? Its scheduler and workers shut down and any results held in memory are lost.',
+            cluster.name
+          ),
+          buttons: [
+            Dialog.cancelButton({ label: trans.__('Cancel') }),
+            Dialog.warnButton({ label: trans.__('Stop') })
+          ]
+        });
+        if (!result.button.accept) {
+          return false;
+        }
+      }
+      await report(args, trans.__('Cannot stop the cluster'), () =>
+        model.stop(cluster.name)
+      );
+      return true;
+    }
+  });
+
+  const handOff = async (url: string): Promise<boolean> => {
+    if (!hasDaskLab(app)) {
+      return false;
+    }
+    if (ctx.settings().daskLabextensionBrowserCheck && ctx.settingRegistry) {
+      // Gateway dashboards sit behind the Hub's login cookie, which only the
+      // browser has; dask-labextension's default server-side check would fail.
+      try {
+        const daskSettings = await ctx.settingRegistry.load(DASK_LAB_PLUGIN_ID);
+        if (daskSettings.get('browserDashboardCheck').composite !== true) {
+          await daskSettings.set('browserDashboardCheck', true);
+        }
+      } catch (error) {
+        console.warn('Cannot update dask-labextension settings', error);
+      }
+    }
+    await commands.execute(DaskLabCommandIDs.populateDashboardUrl, {
+      url: absolute(url)
+    });
+    return true;
+  };
+
+  commands.addCommand(CommandIDs.openDashboard, {
+    label: trans.__('Open Dask Dashboard in a New Tab'),
+    caption: trans.__("Open the cluster's dashboard (through the Hub)"),
+    isEnabled: needsDashboard,
+    execute: async args => {
+      const cluster = targetCluster(ctx, args);
+      if (!cluster?.dashboard_url) {
+        return;
+      }
+      window.open(absolute(cluster.dashboard_url), '_blank', 'noopener');
+      if (ctx.settings().handOffToDaskLabextension) {
+        await handOff(cluster.dashboard_url);
+      }
+    }
+  });
+
+  commands.addCommand(CommandIDs.showInDaskLab, {
+    label: trans.__('Show Dask Dashboard Panes in JupyterLab'),
+    caption: trans.__(
+      "Point dask-labextension's dashboard panes at this cluster"
+    ),
+    isVisible: () => hasDaskLab(app),
+    isEnabled: args => hasDaskLab(app) && needsDashboard(args),
+    execute: async args => {
+      const cluster = targetCluster(ctx, args);
+      if (!cluster?.dashboard_url || !(await handOff(cluster.dashboard_url))) {
+        return;
+      }
+      if (commands.hasCommand(DaskLabCommandIDs.launchLayout)) {
+        // dask-labextension checks the URL asynchronously; its layout command
+        // is enabled once the dashboard answered.
+        for (let i = 0; i < 20; i++) {
+          if (commands.isEnabled(DaskLabCommandIDs.launchLayout)) {
+            await commands.execute(DaskLabCommandIDs.launchLayout);
+            return;
+          }
+          await new Promise(resolve => setTimeout(resolve, 250));
+        }
+        Notification.warning(
+          trans.__(
+            'dask-labextension could not reach the dashboard yet; use its sidebar to open panes.'
+          ),
+          { autoClose: 8000 }
+        );
+      }
+    }
+  });
+
+  commands.addCommand(CommandIDs.insertCode, {
+    label: trans.__('Insert Dask Gateway Connection Code'),
+    caption: trans.__(
+      'Add a cell that connects to the cluster to the active notebook'
+    ),
+    isEnabled: needsCluster,
+    execute: async args => {
+      const cluster = targetCluster(ctx, args);
+      if (!cluster) {
+        return;
+      }
+      const code = connectionCode(cluster.name);
+      const panel = notebooks?.currentWidget;
+      if (!panel) {
+        Clipboard.copyToSystem(code);
+        Notification.info(
+          trans.__(
+            'No notebook is open; the code was copied to the clipboard.'
+          ),
+          { autoClose: 5000 }
+        );
+        return;
+      }
+      // a notebook still loading from disk would replace what we insert
+      await panel.context.ready;
+      const notebook = panel.content;
+      const active = notebook.activeCell;
+      // reuse an empty code cell rather than leaving it behind
+      const reuse =
+        active !== null &&
+        active.model.type === 'code' &&
+        active.model.sharedModel.getSource().trim() === '';
+      if (!reuse) {
+        NotebookActions.insertBelow(notebook);
+      }
+      notebook.activeCell?.model.sharedModel.setSource(code);
+      shell.activateById(panel.id);
+      return code;
+    }
+  });
+}
+
+/** Palette entries (category "Dask Gateway") and the cluster cards' context menu. */
+export function addMenus(
+  app: JupyterFrontEnd,
+  trans: TranslationBundle,
+  palette: {
+    addItem(options: { command: string; category: string }): unknown;
+  } | null
+): void {
+  const category = trans.__('Dask Gateway');
+  const ids = [
+    CommandIDs.open,
+    CommandIDs.refresh,
+    CommandIDs.newCluster,
+    CommandIDs.createCluster,
+    CommandIDs.scale,
+    CommandIDs.adapt,
+    CommandIDs.stop,
+    CommandIDs.openDashboard,
+    CommandIDs.showInDaskLab,
+    CommandIDs.insertCode
+  ];
+  if (palette) {
+    for (const command of ids) {
+      palette.addItem({ command, category });
+    }
+  }
+  const selector = '.jp-DaskGateway-cluster';
+  [
+    CommandIDs.insertCode,
+    CommandIDs.openDashboard,
+    CommandIDs.showInDaskLab,
+    CommandIDs.scale,
+    CommandIDs.adapt,
+    CommandIDs.stop
+  ].forEach((command, rank) =>
+    app.contextMenu.addItem({ command, selector, rank })
+  );
+}

@@ -1,0 +1,231 @@
+"""End to end: the real dask-gateway client, a gateway from its CLI, a real Slurm on 127.0.0.1.
+
+Needs the localhost Slurm of ``scripts/slurm-localhost.sh`` (``.ci/run`` starts it); the
+tests are skipped only when Slurm's ``sinfo`` is not installed at all. Every job a test
+submits carries a ``--comment`` tag, and every tagged job left over is cancelled at the end.
+"""
+
+from __future__ import annotations
+
+import base64
+import gc
+import json
+import os
+import shutil
+import subprocess
+import urllib.request
+import uuid
+
+import pytest
+from conftest import PASSWORD, wait_for
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("sinfo") is None, reason="Slurm is not installed (no sinfo on PATH)"
+)
+
+# job states in which a job still occupies (or waits for) the queue
+LIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED"}
+
+
+def squeue(tag: str) -> list[dict]:
+    """This test's jobs that Slurm still lists (any state)."""
+    out = subprocess.run(
+        ["squeue", "--noheader", "--states=all", "--format=%i|%j|%T|%k"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    jobs = []
+    for line in out.splitlines():
+        job_id, name, state, comment = line.strip().split("|", 3)
+        if comment == tag:
+            jobs.append({"id": job_id, "name": name, "state": state})
+    return jobs
+
+
+def live_jobs(tag: str, cluster_name: str, role: str) -> list[dict]:
+    name = f"dask-{role}-{cluster_name}"
+    return [j for j in squeue(tag) if j["name"] == name and j["state"] in LIVE]
+
+
+def running_jobs(tag, cluster_name, role, count):
+    jobs = live_jobs(tag, cluster_name, role)
+    if len(jobs) == count and all(j["state"] == "RUNNING" for j in jobs):
+        return jobs
+    return None
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage():
+    """Run finalizers of the test's dask client objects now, not in the middle of a later
+    ``ast.parse``: on CPython 3.11.7 a finalizer that formats a traceback inside another
+    AST conversion corrupts the AST recursion counter (cpython gh-106905), and pytest
+    ends with "SystemError: AST constructor recursion depth mismatch"."""
+    yield
+    gc.collect()
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    """The localhost Slurm, checked once: its node must be usable within 30 s."""
+
+    def node_ready():
+        out = subprocess.run(
+            ["sinfo", "--noheader", "--format=%T"], capture_output=True, text=True, timeout=10
+        )
+        return out.returncode == 0 and any(
+            s.strip() in ("idle", "mixed", "allocated") for s in out.stdout.splitlines()
+        )
+
+    wait_for(node_ready, 30, 0.2, "a usable Slurm node (run scripts/slurm-localhost.sh)")
+
+
+@pytest.fixture
+def slurm_tag(slurm):
+    """A tag on every Slurm job of one test; jobs still carrying it are cancelled after."""
+    tag = f"jhdg-test-{uuid.uuid4().hex[:12]}"
+    yield tag
+    ids = [j["id"] for j in squeue(tag) if j["state"] in LIVE]
+    if ids:
+        subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
+        wait_for(
+            lambda: not [j for j in squeue(tag) if j["state"] in LIVE],
+            30,
+            0.2,
+            "leftover test jobs to be cancelled",
+        )
+
+
+def slurm_config(tag: str, extra: str = "") -> str:
+    return f"""
+c.DaskGateway.backend_class = "slurm"
+c.SlurmClusterConfig.scheduler_memory = "512 M"
+c.SlurmClusterConfig.worker_memory = "512 M"
+c.SlurmClusterConfig.scheduler_extra_directives = ["--comment={tag}"]
+c.SlurmClusterConfig.worker_extra_directives = ["--comment={tag}"]
+c.SlurmBackend.status_cache_seconds = 1
+{extra}
+"""
+
+
+def details(gw, name: str) -> dict:
+    """What the gateway tells the cluster's owner about it (the panel's view)."""
+    req = urllib.request.Request(f"{gw.address}/api/v1/cluster-details/{name}")
+    cred = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    req.add_header("Authorization", f"Basic {cred}")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.load(resp)
+
+
+def test_cluster_lifecycle_on_slurm(slurm_tag, make_gateway):
+    gw = make_gateway(slurm_config(slurm_tag))
+    with gw.gateway() as g:
+        cluster = g.new_cluster()
+        try:
+            name = cluster.name
+            [scheduler_job] = wait_for(
+                lambda: running_jobs(slurm_tag, name, "scheduler", 1), 30, 0.2, "scheduler job"
+            )
+            staging = os.path.join(gw.state_dir, "staging", name)
+            assert os.stat(staging).st_mode & 0o777 == 0o700
+            assert os.stat(os.path.join(staging, "dask.pem")).st_mode & 0o777 == 0o600
+
+            cluster.scale(2)
+            worker_jobs = wait_for(
+                lambda: running_jobs(slurm_tag, name, "worker", 2), 60, 0.2, "2 worker jobs"
+            )
+            client = cluster.get_client(set_as_default=False)
+            try:
+                client.wait_for_workers(2, timeout=60)
+                assert client.submit(lambda x: x + 1, 41).result(timeout=60) == 42
+                squares = client.map(lambda x: x * x, range(100))
+                assert sum(client.gather(squares)) == 328350
+                # every worker runs inside one of the worker jobs Slurm lists
+                ran_in = set(client.run(lambda: os.environ.get("SLURM_JOB_ID")).values())
+                assert ran_in == {j["id"] for j in worker_jobs}
+
+                cluster.scale(1)
+                wait_for(
+                    lambda: len(live_jobs(slurm_tag, name, "worker")) == 1,
+                    60,
+                    0.2,
+                    "one worker job to be cancelled",
+                )
+                wait_for(lambda: len(client.scheduler_info()["workers"]) == 1, 30, 0.2, "1 worker")
+                assert client.submit(lambda: 7 * 6).result(timeout=60) == 42
+            finally:
+                client.close()
+        finally:
+            cluster.shutdown()
+        wait_for(lambda: not squeue_live(slurm_tag), 60, 0.2, "every job of the cluster to end")
+        assert scheduler_job["id"] not in {j["id"] for j in squeue_live(slurm_tag)}
+        wait_for(lambda: not os.path.exists(staging), 30, 0.1, "the staging directory to go")
+
+
+def squeue_live(tag):
+    return [j for j in squeue(tag) if j["state"] in LIVE]
+
+
+def test_rejected_submission_shows_the_queue_error(slurm_tag, make_gateway):
+    from dask_gateway import GatewayClusterError
+
+    gw = make_gateway(slurm_config(slurm_tag, 'c.SlurmClusterConfig.partition = "no-such-part"'))
+    with gw.gateway() as g:
+        name = g.submit()
+        with pytest.raises(GatewayClusterError):
+            g.connect(name)
+        info = details(gw, name)
+    assert info["status"] == "FAILED"
+    # sbatch's own words reach the user
+    assert "Invalid partition name specified" in info["reason"], info["reason"]
+    assert "Slurm rejected the scheduler job" in info["reason"]
+    assert not squeue_live(slurm_tag)
+    assert not os.path.exists(os.path.join(gw.state_dir, "staging", name))
+
+
+def test_a_job_that_dies_fails_its_cluster_with_the_queue_reason(slurm_tag, make_gateway):
+    from dask_gateway import GatewayClusterError
+
+    setup = "c.SlurmClusterConfig.scheduler_setup = 'echo cannot load module dask >&2; exit 7'"
+    gw = make_gateway(slurm_config(slurm_tag, setup))
+    with gw.gateway() as g:
+        name = g.submit()
+        with pytest.raises(GatewayClusterError):
+            g.connect(name)
+        reason = details(gw, name)["reason"]
+    assert reason.startswith("Slurm job "), reason
+    assert "failed (FAILED, NonZeroExitCode)" in reason
+    assert reason.endswith("scheduler.log: cannot load module dask"), reason
+    assert not squeue_live(slurm_tag)
+
+
+def test_gateway_sigkill_and_restart_keeps_slurm_cluster(slurm_tag, make_gateway):
+    gw = make_gateway(slurm_config(slurm_tag))
+    with gw.gateway() as g:
+        cluster = g.new_cluster(shutdown_on_close=False)
+        name = cluster.name
+        cluster.scale(1)
+        wait_for(lambda: running_jobs(slurm_tag, name, "worker", 1), 60, 0.2, "a worker job")
+        with cluster.get_client(set_as_default=False) as client:
+            client.wait_for_workers(1, timeout=60)
+        cluster.close()
+
+    before = {j["id"] for j in squeue_live(slurm_tag)}
+    assert len(before) == 2
+    gw.kill()  # SIGKILL: no chance to clean anything up
+    gw.start()
+    # the jobs did not notice
+    assert {j["id"] for j in squeue_live(slurm_tag)} == before
+
+    with gw.gateway() as g:
+        cluster = g.connect(name)
+        try:
+            cluster.scale(2)
+            wait_for(lambda: running_jobs(slurm_tag, name, "worker", 2), 60, 0.2, "2 workers")
+            with cluster.get_client(set_as_default=False) as client:
+                client.wait_for_workers(2, timeout=60)
+                assert client.submit(lambda x: x * 2, 21).result(timeout=60) == 42
+        finally:
+            cluster.shutdown()
+    wait_for(lambda: not squeue_live(slurm_tag), 60, 0.2, "every job to be cancelled")

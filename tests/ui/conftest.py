@@ -1,0 +1,463 @@
+"""Browser-test fixtures: Debian's headless Chromium (through Playwright) and a real JupyterLab.
+
+JupyterLab runs as a subprocess on 127.0.0.1 with this repository's server extension and
+its built lab extension (``jupyter_server_ext/labextension``, found through
+``extra_labextensions_path``, so no install is needed), in throw-away config, settings,
+workspace and notebook directories. It talks to a real gateway started by the
+``make_gateway`` fixture of ``tests/conftest.py``.
+
+Nothing is downloaded: Playwright drives ``/usr/bin/chromium`` (``apt-get install
+chromium``); ``npx playwright install`` is never needed. Tests skip when the browser,
+Playwright or the built lab extension is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LABEXTENSION = REPO / "jupyter_server_ext" / "labextension"
+CHROMIUM = os.environ.get("JHDG_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts"
+PASSWORD = "ui-test-password"
+
+# Cluster options the UI tests' gateway offers: one of each type the form must draw.
+GATEWAY_OPTIONS = textwrap.dedent(
+    f"""
+    c.BasicAuthenticator.password = {PASSWORD!r}
+
+    from jupyterhub_dask_gateway.options import (
+        Bool, Float, Integer, Mapping, Options, Select, String,
+    )
+
+    def _options_handler(options):
+        return {{
+            "worker_cores": options.worker_cores,
+            "worker_memory": int(options.worker_memory * 2**30),
+            "environment": dict(options.environment),
+        }}
+
+    c.Backend.cluster_options = Options(
+        Integer("worker_cores", 1, min=1, max=2, label="Worker cores"),
+        Float("worker_memory", 0.5, min=0.25, max=1.0, label="Worker memory (GiB)"),
+        Select("profile", ["standard", "high-memory"], label="Profile"),
+        Bool("verbose", False, label="Verbose logs"),
+        String("note", "", label="Note"),
+        Mapping("environment", {{}}, label="Environment variables"),
+        handler=_options_handler,
+    )
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout, what):
+    """Poll ``predicate`` until truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session (skips if Chromium or Playwright is missing)."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-default-apps",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def ui_gateway(make_gateway):
+    """A real gateway (Basic auth, local backend) offering one cluster option of each type."""
+    return make_gateway(extra=GATEWAY_OPTIONS)
+
+
+class JupyterLab:
+    """A ``jupyter lab`` subprocess on 127.0.0.1 with our extensions, and its temp dirs."""
+
+    def __init__(self, directory: Path, gateway):
+        if not (LABEXTENSION / "package.json").exists():
+            pytest.skip("the lab extension is not built (run `jlpm build` first)")
+        self.directory = directory
+        self.port = free_port()
+        self.token = secrets.token_hex(16)
+        self.root = directory / "notebooks"
+        self.log_path = directory / "jupyterlab.log"
+        for sub in ("notebooks", "config", "settings", "workspaces", "labextensions", "runtime"):
+            (directory / sub).mkdir(parents=True, exist_ok=True)
+        # the repository's build, ahead of any installed copy
+        (directory / "labextensions" / "jupyterhub-dask-gateway").symlink_to(LABEXTENSION)
+        self._write_settings()
+        self._write_config(gateway)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def lab_url(self, path="lab") -> str:
+        return f"{self.url}/{path}?token={self.token}"
+
+    def _write_settings(self):
+        settings = self.directory / "settings"
+
+        def put(plugin, values):
+            package, _, name = plugin.partition(":")
+            path = settings / package / f"{name}.jupyterlab-settings"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(values))
+
+        # no news/update toast over the panel, and a quick refresh for the tests
+        put(
+            "@jupyterlab/apputils-extension:notification",
+            {"fetchNews": "false", "checkForUpdates": False},
+        )
+        put("jupyterhub-dask-gateway:plugin", {"refreshInterval": 1})
+
+    def _write_config(self, gateway):
+        config = {
+            "ServerApp": {
+                "ip": "127.0.0.1",
+                "port": self.port,
+                "port_retries": 0,
+                "open_browser": False,
+                "allow_root": True,
+                "root_dir": str(self.root),
+                "jpserver_extensions": {"jupyter_server_ext": True},
+            },
+            "IdentityProvider": {"token": self.token},
+            "LabApp": {
+                "extension_manager": "readonly",
+                "expose_app_in_browser": True,
+                "user_settings_dir": str(self.directory / "settings"),
+                "workspaces_dir": str(self.directory / "workspaces"),
+                "news_url": None,
+            },
+            "LabServerApp": {"extra_labextensions_path": [str(self.directory / "labextensions")]},
+            # what JupyterHub's spawner environment would give a server, written out:
+            # the extension exports it to kernels (DASK_GATEWAY__ADDRESS, ...)
+            "DaskGatewayExtension": {
+                "address": gateway.address,
+                "public_address": gateway.address,
+                "proxy_address": gateway.proxy_address,
+            },
+        }
+        (self.directory / "config" / "jupyter_server_config.json").write_text(json.dumps(config))
+
+    def start(self, timeout=60):
+        env = {
+            **os.environ,
+            "JUPYTER_CONFIG_DIR": str(self.directory / "config"),
+            "JUPYTER_RUNTIME_DIR": str(self.directory / "runtime"),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+            # a standalone gateway: Basic auth, for the relay and for kernels alike
+            "DASK_GATEWAY__AUTH__TYPE": "basic",
+            "DASK_GATEWAY__AUTH__KWARGS__USERNAME": "alice",
+            "DASK_GATEWAY__AUTH__KWARGS__PASSWORD": PASSWORD,
+        }
+        for var in (
+            "DASK_GATEWAY__ADDRESS",
+            "DASK_GATEWAY__PROXY_ADDRESS",
+            "DASK_GATEWAY__PUBLIC_ADDRESS",
+            "JUPYTERHUB_API_TOKEN",
+        ):
+            env.pop(var, None)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", "--no-browser"],
+            cwd=self.root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited: {self.log()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/status?token={self.token}", timeout=2):
+                    return True
+            except OSError:
+                return False
+
+        wait_for(ready, timeout, what="JupyterLab to answer")
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        # the server and the kernels it started
+        procs = [psutil.Process(self.proc.pid)]
+        try:
+            procs += procs[0].children(recursive=True)
+        except psutil.Error:
+            pass
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            pass
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(procs, timeout=5)
+
+
+@pytest.fixture
+def lab(tmp_path, ui_gateway):
+    """A running JupyterLab whose server extension reaches ``ui_gateway``."""
+    server = JupyterLab(tmp_path / "lab", ui_gateway).start()
+    yield server
+    server.stop()
+
+
+HUB_PASSWORD = "ui-hub-password"
+
+
+class Hub:
+    """A ``jupyterhub`` subprocess (with CHP) whose config calls ``configure_jupyterhub``.
+
+    Users log in with a shared password; their servers are JupyterLab with this
+    repository's extensions; the gateway runs as the Hub's managed service.
+    """
+
+    def __init__(self, directory: Path):
+        if not (LABEXTENSION / "package.json").exists():
+            pytest.skip("the lab extension is not built (run `jlpm build` first)")
+        if not shutil.which("configurable-http-proxy"):
+            pytest.skip("configurable-http-proxy is not installed (npm)")
+        self.directory = directory
+        self.port = free_port()
+        self.log_path = directory / "jupyterhub.log"
+        jupyter_path = directory / "jupyter-path"
+        (jupyter_path / "labextensions").mkdir(parents=True)
+        # the repository's lab extension, ahead of any installed copy
+        (jupyter_path / "labextensions" / "jupyterhub-dask-gateway").symlink_to(LABEXTENSION)
+        settings = directory / "lab-settings"
+        for plugin, values in {
+            "@jupyterlab/apputils-extension/notification": {
+                "fetchNews": "false",
+                "checkForUpdates": False,
+            },
+            "jupyterhub-dask-gateway/plugin": {"refreshInterval": 1},
+        }.items():
+            path = settings / f"{plugin}.jupyterlab-settings"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(values))
+        run = directory
+        self.config_path = directory / "jupyterhub_config.py"
+        self.config_path.write_text(
+            textwrap.dedent(
+                f"""
+                import jupyterhub_dask_gateway
+
+                c.JupyterHub.bind_url = "http://127.0.0.1:{self.port}"
+                c.JupyterHub.hub_ip = "127.0.0.1"
+                c.JupyterHub.hub_port = {free_port()}
+                c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
+                c.ConfigurableHTTPProxy.pid_file = "{run}/proxy.pid"
+                c.JupyterHub.pid_file = "{run}/hub.pid"
+                c.JupyterHub.db_url = "sqlite:///{run}/jupyterhub.sqlite"
+                c.JupyterHub.cookie_secret_file = "{run}/cookie_secret"
+                c.JupyterHub.authenticator_class = "shared-password"
+                c.SharedPasswordAuthenticator.user_password = {HUB_PASSWORD!r}
+                c.Authenticator.allow_all = True
+                c.JupyterHub.spawner_class = "simple"
+                c.SimpleLocalProcessSpawner.home_dir_template = "{run}/home/{{username}}"
+                c.Spawner.default_url = "/lab"
+                c.Spawner.args = ["--allow-root", "--LabApp.expose_app_in_browser=True",
+                                  "--LabApp.extension_manager=readonly"]
+                c.Spawner.environment = {{
+                    "JUPYTER_PATH": "{jupyter_path}",
+                    "JUPYTERLAB_SETTINGS_DIR": "{settings}",
+                    "JUPYTERLAB_WORKSPACES_DIR": "{run}/workspaces",
+                    "PYTHONPATH": "{REPO}",
+                }}
+
+                jupyterhub_dask_gateway.configure_jupyterhub(
+                    c,
+                    url="http://127.0.0.1:{free_port()}",
+                    proxy_address="127.0.0.1:{free_port()}",
+                    state_dir="{run}/gateway-state",
+                    cluster_heartbeat_period=2,
+                )
+                c.ClusterConfig.worker_memory = "512 M"
+                c.ClusterConfig.scheduler_memory = "512 M"
+                c.LocalBackend.warm_pool_size = 1
+                c.LocalBackend.sigint_timeout = 3
+                """
+            )
+        )
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout=90):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_GATEWAY__")}
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(self.config_path)],
+            cwd=self.directory,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+        def answers(url):
+            def check():
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"jupyterhub exited: {self.log()[-3000:]}")
+                try:
+                    with urllib.request.urlopen(url, timeout=2):
+                        return True
+                except OSError:
+                    return False
+
+            return check
+
+        wait_for(answers(f"{self.url}/hub/api/"), timeout, "the Hub")
+        # the managed gateway service answers (unauthenticated) version requests
+        wait_for(answers(f"{self.url}/services/dask-gateway/api/version"), timeout, "the gateway")
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        # the Hub stops the service, user servers and CHP on SIGTERM; then make sure
+        procs = [psutil.Process(self.proc.pid)]
+        try:
+            procs += procs[0].children(recursive=True)
+        except psutil.Error:
+            pass
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            pass
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(procs, timeout=5)
+        state = self.directory / "gateway-state"
+        leftovers = [
+            p
+            for p in psutil.process_iter(["cwd"])
+            if (p.info.get("cwd") or "").startswith(str(state))
+        ]
+        for p in leftovers:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+
+
+@pytest.fixture
+def hub(tmp_path):
+    """A running JupyterHub with the gateway as its managed service (see ``Hub``)."""
+    server = Hub(tmp_path / "hub").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hub_page(browser, hub, artifacts):
+    """Alice logged in to the Hub, in her JupyterLab (spawned on login)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(f"{hub.url}/hub/login")
+    page.fill("#username_input", "alice")
+    page.fill("#password_input", HUB_PASSWORD)
+    page.click("#login_submit")
+    page.wait_for_url("**/user/alice/lab**", timeout=90_000)
+    page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60_000)
+    page.wait_for_function("() => window.jupyterapp !== undefined")
+    page.evaluate("async () => { await window.jupyterapp.restored; }")
+    yield page
+    page.screenshot(path=str(artifacts / "last.png"))
+    (artifacts / "jupyterhub.log").write_text(hub.log())
+    context.close()
+
+
+@pytest.fixture
+def artifacts(request):
+    """Directory for this test's screenshots: ``test-artifacts/<test name>/`` (gitignored)."""
+    path = ARTIFACTS / request.node.name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.fixture
+def page(browser, lab, artifacts):
+    """A JupyterLab page, loaded and ready; a screenshot and the Lab log are kept on failure."""
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 800},
+        # dashboards of a standalone gateway ask for the same Basic credentials
+        http_credentials={"username": "alice", "password": PASSWORD},
+    )
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(lab.lab_url())
+    page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60_000)
+    page.wait_for_selector(".jp-LabShell")
+    page.wait_for_function("() => window.jupyterapp !== undefined")
+    page.evaluate("async () => { await window.jupyterapp.restored; }")
+    yield page
+    page.screenshot(path=str(artifacts / "last.png"))
+    (artifacts / "jupyterlab.log").write_text(lab.log())
+    context.close()

@@ -88,8 +88,7 @@ def configure_jupyterhub(
     service = {
         "name": name,
         "url": url,
-        "command": [sys.executable, "-m", "jupyterhub_dask_gateway.app", "--config",
-                    config_file],
+        "command": [sys.executable, "-m", "jupyterhub_dask_gateway.app", "--config", config_file],
         "cwd": os.path.dirname(config_file),
         "oauth_no_confirm": True,
         "oauth_client_allowed_scopes": [admin_scope],
@@ -108,16 +107,17 @@ def configure_jupyterhub(
     roles.append({"name": f"{name}-service", "services": [name], "scopes": SERVICE_ROLE_SCOPES})
     c.JupyterHub.load_roles = roles
 
-    extra = set(c.JupyterHub.extra_user_scopes) if isinstance(
-        c.JupyterHub.extra_user_scopes, (set, list, tuple)) else set()
+    extra = (
+        set(c.JupyterHub.extra_user_scopes)
+        if isinstance(c.JupyterHub.extra_user_scopes, (set, list, tuple))
+        else set()
+    )
     c.JupyterHub.extra_user_scopes = extra | {access_scope}
 
     token_scopes = c.Spawner.server_token_scopes
     if not isinstance(token_scopes, (list, tuple)):
         token_scopes = list(SERVER_ROLE_DEFAULT_SCOPES)
-    c.Spawner.server_token_scopes = list(
-        dict.fromkeys([*token_scopes, access_scope, admin_scope])
-    )
+    c.Spawner.server_token_scopes = list(dict.fromkeys([*token_scopes, access_scope, admin_scope]))
 
     public = (hub_public_url or _bind_url(c)).rstrip("/")
     gateway_url = f"{public}/services/{name}"
@@ -165,8 +165,9 @@ def login_url(auth, handler) -> str:
     if getattr(auth, "pkce_enabled", False):
         verifier, challenge, method = auth.generate_pkce_code_challenge()
         params.update(code_challenge=challenge, code_challenge_method=method)
-    params["state"] = auth.set_state_cookie(handler, next_url=handler.request.uri,
-                                            code_verifier=verifier)
+    params["state"] = auth.set_state_cookie(
+        handler, next_url=handler.request.uri, code_verifier=verifier
+    )
     return url_concat(auth.login_url, params)
 
 

@@ -97,9 +97,14 @@ class GatewayProcess:
     def start(self, timeout=30):
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [os.path.join(os.path.dirname(sys.executable), "jupyterhub-dask-gateway"), "--config",
-             str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.directory,
+            [
+                os.path.join(os.path.dirname(sys.executable), "jupyterhub-dask-gateway"),
+                "--config",
+                str(self.config_path),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.directory,
         )
         log.close()
 

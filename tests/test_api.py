@@ -11,8 +11,17 @@ import pytest
 from conftest import PASSWORD
 
 
-def request(gw, method, path, body=None, user="alice", password=PASSWORD, headers=None,
-            raw_body=None, via_proxy=True):
+def request(
+    gw,
+    method,
+    path,
+    body=None,
+    user="alice",
+    password=PASSWORD,
+    headers=None,
+    raw_body=None,
+    via_proxy=True,
+):
     port = gw.proxy_port if via_proxy else gw.api_port
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     hdrs = dict(headers or {})
@@ -41,8 +50,12 @@ def test_version_and_health_need_no_auth(gateway):
 
 
 def test_missing_credentials_get_401_with_challenge(gateway):
-    for method, path in [("GET", "/api/v1/clusters/"), ("POST", "/api/v1/clusters/"),
-                         ("GET", "/api/v1/options"), ("GET", "/api/v1/clusters/x")]:
+    for method, path in [
+        ("GET", "/api/v1/clusters/"),
+        ("POST", "/api/v1/clusters/"),
+        ("GET", "/api/v1/options"),
+        ("GET", "/api/v1/clusters/x"),
+    ]:
         status, body, resp = request(gateway, method, path, user=None, body={})
         assert status == 401, (method, path)
         assert resp.getheader("WWW-Authenticate").startswith("Basic")
@@ -95,23 +108,38 @@ def test_cluster_lifecycle_and_model_keys(gateway):
     assert len(name) == 32
     status, model, _ = request(gateway, "GET", f"/api/v1/clusters/{name}?wait")
     assert status == 200
-    assert set(model) == {"name", "dashboard_route", "status", "start_time", "stop_time",
-                          "options", "tls_cert", "tls_key"}
+    assert set(model) == {
+        "name",
+        "dashboard_route",
+        "status",
+        "start_time",
+        "stop_time",
+        "options",
+        "tls_cert",
+        "tls_key",
+    }
     assert model["status"] == "RUNNING"
     assert model["tls_key"].startswith("-----BEGIN PRIVATE KEY-----")
     assert model["dashboard_route"] == f"/clusters/{name}/status"
 
     # Wrong types for scale and adapt: 422, state unchanged.
-    for path, body in [("scale", {"count": -1}), ("scale", {"count": "2"}), ("scale", {}),
-                       ("adapt", {"minimum": "x"}), ("adapt", {"minimum": 3, "maximum": 1}),
-                       ("adapt", {"active": "yes"})]:
+    for path, body in [
+        ("scale", {"count": -1}),
+        ("scale", {"count": "2"}),
+        ("scale", {}),
+        ("adapt", {"minimum": "x"}),
+        ("adapt", {"minimum": 3, "maximum": 1}),
+        ("adapt", {"active": "yes"}),
+    ]:
         status, err, _ = request(gateway, "POST", f"/api/v1/clusters/{name}/{path}", body=body)
         assert status == 422, (path, body, err)
         assert "error" in err
     # Another user: invisible, cannot stop.
     assert request(gateway, "GET", f"/api/v1/clusters/{name}", user="bob")[0] == 404
-    assert request(gateway, "POST", f"/api/v1/clusters/{name}/scale", user="bob",
-                   body={"count": 1})[0] == 404
+    assert (
+        request(gateway, "POST", f"/api/v1/clusters/{name}/scale", user="bob", body={"count": 1})[0]
+        == 404
+    )
     assert request(gateway, "DELETE", f"/api/v1/clusters/{name}", user="bob")[0] == 204
     assert request(gateway, "GET", f"/api/v1/clusters/{name}")[1]["status"] == "RUNNING"
 
@@ -127,18 +155,29 @@ def test_cluster_lifecycle_and_model_keys(gateway):
 
 
 def test_heartbeat_and_routes_need_their_tokens(gateway):
-    status, body, _ = request(gateway, "POST", "/api/v1/clusters/x/heartbeat", user=None,
-                              body={}, headers={"Authorization": "token nope"})
+    status, body, _ = request(
+        gateway,
+        "POST",
+        "/api/v1/clusters/x/heartbeat",
+        user=None,
+        body={},
+        headers={"Authorization": "token nope"},
+    )
     assert status == 403
-    status, body, _ = request(gateway, "GET", "/api/v1/routes", user=None,
-                              headers={"Authorization": "token nope"})
+    status, body, _ = request(
+        gateway, "GET", "/api/v1/routes", user=None, headers={"Authorization": "token nope"}
+    )
     assert status == 403
 
 
 def test_proxy_port_survives_garbage(gateway):
     """Random bytes, garbage and truncated TLS hellos: closed, and the API keeps serving."""
-    payloads = [b"\x00\xff" * 100, b"\x16\x03\x01\x00", b"\x16\x03\x01\xff\xff" + b"A" * 50,
-                b"GARBAGE\r\n\r\n"]
+    payloads = [
+        b"\x00\xff" * 100,
+        b"\x16\x03\x01\x00",
+        b"\x16\x03\x01\xff\xff" + b"A" * 50,
+        b"GARBAGE\r\n\r\n",
+    ]
     for data in payloads:
         with socket.create_connection(("127.0.0.1", gateway.proxy_port), timeout=10) as s:
             s.sendall(data)

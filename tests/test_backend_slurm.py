@@ -17,6 +17,7 @@ import urllib.request
 import uuid
 
 import pytest
+
 from conftest import PASSWORD, wait_for
 
 pytestmark = pytest.mark.skipif(

@@ -40,8 +40,15 @@ def gw(make_gateway):
 def test_full_client_workflow(gw):
     with gw.gateway() as gateway:
         opts = gateway.cluster_options()
-        assert set(opts) == {"worker_cores", "worker_memory_gb", "team", "note", "debug", "env",
-                             "shared_groups"}
+        assert set(opts) == {
+            "worker_cores",
+            "worker_memory_gb",
+            "team",
+            "note",
+            "debug",
+            "env",
+            "shared_groups",
+        }
         opts.worker_cores = 2
         opts.team = "ml"
         with gateway.new_cluster(opts) as cluster:
@@ -69,8 +76,9 @@ def test_full_client_workflow(gw):
                     return len(client.scheduler_info()["workers"])
 
                 cluster.adapt(minimum=1, maximum=3)
-                wait_for(lambda: n_workers() == 1, timeout=60,
-                         what="adaptive scale-down to the minimum")
+                wait_for(
+                    lambda: n_workers() == 1, timeout=60, what="adaptive scale-down to the minimum"
+                )
 
                 # A scale above the limit warns and clamps.
                 with warnings.catch_warnings(record=True) as caught:
@@ -83,8 +91,11 @@ def test_full_client_workflow(gw):
         report = gateway.get_cluster(cluster.name)
         assert report.status.name in ("STOPPING", "STOPPED")
         wait_for(lambda: gateway.get_cluster(cluster.name).status.name == "STOPPED", 30)
-        wait_for(lambda: not processes_under(f"{gw.state_dir}/clusters/{cluster.name}"), 30,
-                 what="every process of the cluster to exit")
+        wait_for(
+            lambda: not processes_under(f"{gw.state_dir}/clusters/{cluster.name}"),
+            30,
+            what="every process of the cluster to exit",
+        )
 
 
 def test_errors_and_isolation(gw):

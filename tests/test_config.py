@@ -31,8 +31,9 @@ def test_generate_config_and_help():
 
 
 def test_memory_strings_and_limits():
-    cfg = ClusterConfig(worker_memory="1 G", scheduler_memory="512M", cluster_max_memory="3G",
-                        cluster_max_workers=5)
+    cfg = ClusterConfig(
+        worker_memory="1 G", scheduler_memory="512M", cluster_max_memory="3G", cluster_max_workers=5
+    )
     assert cfg.worker_memory == 2**30
     assert cfg.max_workers() == 2  # (3 G - 0.5 G) // 1 G
     with pytest.raises(TraitError):
@@ -42,7 +43,11 @@ def test_memory_strings_and_limits():
 def test_bad_address_is_refused(tmp_path):
     cfg = tmp_path / "c.py"
     cfg.write_text('c.DaskGateway.address = "nonsense"\n')
-    out = subprocess.run([sys.executable, "-m", "jupyterhub_dask_gateway.app", "--config",
-                          str(cfg)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "jupyterhub_dask_gateway.app", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode != 0
     assert "host:port" in out.stderr + out.stdout

@@ -17,8 +17,9 @@ def test_public_status_mapping():
 
 
 def make(**kw):
-    return Cluster(name="n", username="alice", token="t", tls_cert="C", tls_key="K",
-                   start_time=1, **kw)
+    return Cluster(
+        name="n", username="alice", token="t", tls_cert="C", tls_key="K", start_time=1, **kw
+    )
 
 
 def test_wire_model_is_accepted_by_the_real_client():

@@ -24,10 +24,20 @@ def make():
 def test_spec_round_trips_through_the_real_client():
     spec = make().spec()
     opts = ClientOptions._from_spec(spec)
-    assert dict(opts) == {"cores": 1, "memory": 1.0, "image": "default", "gpu": False,
-                          "size": "small", "env": {"A": "1"}}
-    assert spec[0] == {"field": "cores", "label": "Cores", "default": 1,
-                       "spec": {"type": "int", "min": 1, "max": 4}}
+    assert dict(opts) == {
+        "cores": 1,
+        "memory": 1.0,
+        "image": "default",
+        "gpu": False,
+        "size": "small",
+        "env": {"A": "1"},
+    }
+    assert spec[0] == {
+        "field": "cores",
+        "label": "Cores",
+        "default": 1,
+        "spec": {"type": "int", "min": 1, "max": 4},
+    }
     assert spec[2]["spec"] == {"type": "string"}
     assert spec[4]["spec"] == {"type": "select", "options": ["small", "large"]}
 
@@ -68,8 +78,7 @@ def test_handler_with_user_and_passthrough_field():
     opts = Options(Integer("cores", 1, min=1, max=4), handler=handler)
     opts = opts.with_field(String("shared_groups", ""))
     values = opts.parse({"cores": 3, "shared_groups": "team"})
-    assert opts.overrides(values, ALICE) == {"worker_cores": 3,
-                                             "environment": {"OWNER": "alice"}}
+    assert opts.overrides(values, ALICE) == {"worker_cores": 3, "environment": {"OWNER": "alice"}}
 
 
 def test_handler_value_error_is_a_422():

@@ -67,8 +67,11 @@ def test_dead_scheduler_marks_cluster_failed(make_gateway):
         cluster = gateway.new_cluster()
         for p in processes_under(f"{gw.state_dir}/clusters/{cluster.name}"):
             p.kill()
-        wait_for(lambda: gateway.get_cluster(cluster.name).status.name == "FAILED", 30,
-                 what="the gateway to notice the dead scheduler")
+        wait_for(
+            lambda: gateway.get_cluster(cluster.name).status.name == "FAILED",
+            30,
+            what="the gateway to notice the dead scheduler",
+        )
 
 
 def test_dead_worker_is_replaced(make_gateway):
@@ -76,10 +79,11 @@ def test_dead_worker_is_replaced(make_gateway):
     with gw.gateway() as gateway, gateway.new_cluster() as cluster:
         cluster.scale(1)
         wait_for(lambda: len(cluster.scheduler_info["workers"]) == 1, 60, what="workers")
-        (addr, info), = cluster.scheduler_info["workers"].items()
+        ((addr, info),) = cluster.scheduler_info["workers"].items()
         psutil.Process(info["pid"]).kill()
-        wait_for(lambda: set(cluster.scheduler_info["workers"]) - {addr}, 60,
-                 what="a replacement worker")
+        wait_for(
+            lambda: set(cluster.scheduler_info["workers"]) - {addr}, 60, what="a replacement worker"
+        )
 
 
 def test_concurrent_creates_and_stops_leak_nothing(make_gateway):
@@ -101,5 +105,8 @@ def test_concurrent_creates_and_stops_leak_nothing(make_gateway):
             t.join(60)
         for name in names:
             wait_for(lambda n=name: gateway.get_cluster(n).status.name == "STOPPED", 60)
-        wait_for(lambda: not processes_under(f"{gw.state_dir}/clusters/"), 30,
-                 what="no cluster process left")
+        wait_for(
+            lambda: not processes_under(f"{gw.state_dir}/clusters/"),
+            30,
+            what="no cluster process left",
+        )

@@ -11,9 +11,16 @@ from jupyterhub_dask_gateway.store import Store, load_or_create_key_file
 
 
 def cluster(name="c1"):
-    return Cluster(name=name, username="alice", token="secret-token-" + name,
-                   tls_cert="CERT-" + name, tls_key="KEY-" + name, options={"a": 1},
-                   config={"worker_cores": 1}, start_time=1000)
+    return Cluster(
+        name=name,
+        username="alice",
+        token="secret-token-" + name,
+        tls_cert="CERT-" + name,
+        tls_key="KEY-" + name,
+        options={"a": 1},
+        config={"worker_cores": 1},
+        start_time=1000,
+    )
 
 
 def test_round_trip_and_encryption(tmp_path):

@@ -1,5 +1,6 @@
 """Clusters outlive the gateway: SIGKILL mid-computation, normal stops, re-attachment."""
 
+import os
 import signal
 import threading
 
@@ -78,12 +79,15 @@ def test_dead_worker_is_replaced(make_gateway):
     gw = make_gateway()
     with gw.gateway() as gateway, gateway.new_cluster() as cluster:
         cluster.scale(1)
-        wait_for(lambda: len(cluster.scheduler_info["workers"]) == 1, 60, what="workers")
-        ((addr, info),) = cluster.scheduler_info["workers"].items()
-        psutil.Process(info["pid"]).kill()
-        wait_for(
-            lambda: set(cluster.scheduler_info["workers"]) - {addr}, 60, what="a replacement worker"
-        )
+        with cluster.get_client(set_as_default=False) as client:
+            client.wait_for_workers(1, timeout=60)
+            ((addr, pid),) = client.run(os.getpid).items()
+            psutil.Process(pid).kill()
+            wait_for(
+                lambda: set(client.scheduler_info()["workers"]) - {addr},
+                60,
+                what="a replacement worker",
+            )
 
 
 def test_concurrent_creates_and_stops_leak_nothing(make_gateway):

@@ -18,4 +18,4 @@ cat <<'MSG'
 
 MSG
 cd demo-state
-exec python3 -m jupyterhub -f ../demo/jupyterhub_config.py
+exec "${PYTHON:-python3}" -m jupyterhub -f ../demo/jupyterhub_config.py

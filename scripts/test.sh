@@ -5,16 +5,17 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+PY=${PYTHON:-python3}
 WITH_BROWSER=1 bash scripts/setup.sh
 bash scripts/slurm-localhost.sh
 trap 'bash scripts/slurm-localhost-stop.sh --purge >/dev/null 2>&1 || true' EXIT
 
 echo "== lint =="
-python3 -m ruff check .
-python3 -m ruff format --check .
+"$PY" -m ruff check .
+"$PY" -m ruff format --check .
 jlpm install --immutable >/dev/null
 jlpm lint:check
 echo "== jest =="
 jlpm test --silent
 echo "== pytest =="
-python3 -m pytest "$@"
+"$PY" -m pytest "$@"

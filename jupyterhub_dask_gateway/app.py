@@ -42,6 +42,22 @@ def _split_hostport(value: str, what: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def _read_or_create_secret(path: str) -> str:
+    """A random secret kept in a 0600 file, so it survives restarts (proxy token, cookies)."""
+    try:
+        with open(path) as f:
+            value = f.read().strip()
+        if value:
+            return value
+    except FileNotFoundError:
+        pass
+    value = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    return value
+
+
 class DaskGateway(Application):
     """A Dask Gateway for JupyterHub users."""
 
@@ -359,19 +375,7 @@ class DaskGateway(Application):
         return load_or_create_key_file(os.path.join(self.state_dir, "encryption.key"))
 
     def _proxy_token(self) -> str:
-        path = os.path.join(self.state_dir, "proxy.token")
-        try:
-            with open(path) as f:
-                token = f.read().strip()
-            if token:
-                return token
-        except FileNotFoundError:
-            pass
-        token = secrets.token_hex(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token)
-        return token
+        return _read_or_create_secret(os.path.join(self.state_dir, "proxy.token"))
 
     async def start_async(self):
         self._prepare_state_dir()
@@ -427,19 +431,7 @@ class DaskGateway(Application):
             await self._ensure_proxy()
 
     def _cookie_secret(self) -> bytes:
-        path = os.path.join(self.state_dir, "cookie.secret")
-        try:
-            with open(path, "rb") as f:
-                data = f.read().strip()
-            if data:
-                return data
-        except FileNotFoundError:
-            pass
-        data = secrets.token_hex(32).encode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return data
+        return _read_or_create_secret(os.path.join(self.state_dir, "cookie.secret")).encode()
 
     def _wrap_options_with_sharing(self):
         from .options import String

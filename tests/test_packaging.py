@@ -1,6 +1,7 @@
 """The wheel carries the service, the server extension and the prebuilt panel (no node needed)."""
 
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -74,7 +75,7 @@ def test_installed_wheel_enables_both_extensions(wheel, tmp_path):
         timeout=120,
         cwd=tmp_path,
     )
-    text = labs.stdout + labs.stderr
+    text = re.sub(r"\x1b\[[0-9;]*m", "", labs.stdout + labs.stderr)
     line = next(ln for ln in text.splitlines() if "jupyterhub-dask-gateway" in ln)
     assert str(venv) in text and "enabled" in line and "OK" in line
     servers = subprocess.run(
@@ -85,6 +86,6 @@ def test_installed_wheel_enables_both_extensions(wheel, tmp_path):
         timeout=120,
         cwd=tmp_path,
     )
-    text = servers.stdout + servers.stderr
+    text = re.sub(r"\x1b\[[0-9;]*m", "", servers.stdout + servers.stderr)
     assert "jupyter_server_ext enabled" in text
     assert any("jupyter_server_ext" in ln and "OK" in ln for ln in text.splitlines())

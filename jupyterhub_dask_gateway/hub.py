@@ -66,8 +66,8 @@ def configure_jupyterhub(
     public_proxy_address : str, optional
         How notebooks reach that proxy, if not ``proxy_address``.
     hub_public_url : str, optional
-        The Hub's public URL (default from ``c.JupyterHub.bind_url``, else
-        ``http://127.0.0.1:8000``); notebooks and dashboards use it.
+        The Hub's public URL (default from ``c.JupyterHub.bind_url`` and ``base_url``,
+        else ``http://127.0.0.1:8000``); notebooks and dashboards use it.
     config_file : str, optional
         This file's path (found automatically when called from the config file).
     **settings
@@ -89,7 +89,7 @@ def configure_jupyterhub(
         "name": name,
         "url": url,
         "command": [sys.executable, "-m", "jupyterhub_dask_gateway.app", "--config", config_file],
-        "cwd": os.path.dirname(config_file),
+        "cwd": os.getcwd(),  # run where the Hub runs, so relative paths mean the same
         "oauth_no_confirm": True,
         "oauth_client_allowed_scopes": [admin_scope],
         "display": True,
@@ -133,14 +133,19 @@ def configure_jupyterhub(
 
 
 def _bind_url(c) -> str:
-    bind = c.JupyterHub.bind_url
-    if isinstance(bind, str) and bind:
-        from urllib.parse import urlparse
+    """The Hub's URL from ``bind_url``, with its base URL (services live under it)."""
+    from urllib.parse import urlparse
 
+    bind = c.JupyterHub.bind_url
+    origin, path = "http://127.0.0.1:8000", ""
+    if isinstance(bind, str) and bind:
         u = urlparse(bind)
         host = u.hostname or "127.0.0.1"
-        return f"{u.scheme}://{host}{':' + str(u.port) if u.port else ''}"
-    return "http://127.0.0.1:8000"
+        origin, path = f"{u.scheme}://{host}{':' + str(u.port) if u.port else ''}", u.path
+    base = c.JupyterHub.base_url
+    if isinstance(base, str) and base:
+        path = base
+    return origin + ("/" + path.strip("/") if path.strip("/") else "")
 
 
 # --- inside the service: Hub OAuth for browsers ------------------------------------------

@@ -168,8 +168,13 @@ class JupyterHubAuthenticator(Authenticator):
     ).tag(config=True)
 
     admin_scope = Unicode(
-        ADMIN_SCOPE, help="Hub scope that grants admin rights on every cluster."
+        help="Hub scope that grants admin rights on every cluster (default "
+        "custom:<service_name>:admin, the scope configure_jupyterhub defines).",
     ).tag(config=True)
+
+    @default("admin_scope")
+    def _default_admin_scope(self):
+        return f"custom:{self.service_name}:admin" if self.service_name else ADMIN_SCOPE
 
     @default("cache_max_age")
     def _default_cache_max_age(self):

@@ -9,6 +9,7 @@ Persistence lives in ``store``; this module does no I/O.
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
 
 
@@ -119,6 +120,8 @@ class Cluster:
     adaptive: dict | None = None
     workers: dict = field(default_factory=dict)
     last_heartbeat: float = 0.0
+    # (inputs, JSON text) of the last to_wire_json(); see there.
+    _wire_json: tuple | None = field(default=None, repr=False)
 
     @property
     def public_status(self) -> ClusterStatus:
@@ -149,6 +152,20 @@ class Cluster:
             "tls_cert": self.tls_cert if cred else None,
             "tls_key": self.tls_key if cred else None,
         }
+
+    def to_wire_json(self, dashboard_prefix: str = "") -> str:
+        """``json.dumps(self.to_wire(dashboard_prefix))``, cached while its inputs are unchanged.
+
+        A RUNNING cluster's model carries its certificate and key (~3 KB), so listing
+        100 clusters means encoding ~300 KB per request; each model only changes with
+        the status, the dashboard address or the stop time (options and credentials are
+        fixed at creation).
+        """
+        key = (dashboard_prefix, self.public_status, bool(self.dashboard_address), self.stop_time)
+        cached = self._wire_json
+        if cached is None or cached[0] != key:
+            cached = self._wire_json = (key, json.dumps(self.to_wire(dashboard_prefix)))
+        return cached[1]
 
     def resources(self) -> tuple[float, int]:
         """(cores, memory bytes) this cluster holds or has asked for: scheduler plus workers."""

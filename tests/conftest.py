@@ -1,71 +1,29 @@
-"""Shared fixtures: real gateway processes on 127.0.0.1, cleaned up after each test."""
+"""Shared fixtures: real gateways and a real JupyterHub on 127.0.0.1, cleaned up after use.
+
+``make_gateway`` starts standalone gateways from their CLI. ``make_hub`` starts a real
+``jupyterhub`` subprocess with configurable-http-proxy whose ``jupyterhub_config.py`` is what
+an admin would write: Hub settings, one ``configure_jupyterhub(c, ...)`` call, then gateway
+settings (``tests/test_hub.py`` and the browser tests in ``tests/ui/`` use it).
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import secrets
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
-import psutil
 import pytest
+import requests
 
-PASSWORD = "test-password"
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (for processes that need one in their config)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout=30.0, interval=0.05, what="condition"):
-    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last_exc = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - reported below if we time out
-            last_exc = exc
-        time.sleep(interval)
-    raise TimeoutError(f"Timed out after {timeout}s waiting for {what}; last error: {last_exc}")
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def processes_under(directory: str) -> list[psutil.Process]:
-    """Processes whose working directory is inside ``directory`` (our clusters' processes)."""
-    found = []
-    for p in psutil.process_iter(["cwd", "cmdline"]):
-        try:
-            cwd = p.info["cwd"] or ""
-            cmd = " ".join(p.info["cmdline"] or [])
-        except psutil.Error:
-            continue
-        if cwd.startswith(directory) or directory in cmd:
-            found.append(p)
-    return found
-
-
-def kill_all(procs):
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(procs, timeout=5)
+# Plain helpers live in a module of their own, so test modules can import them whatever
+# conftest.py pytest loaded last (tests/ui has one too); they are re-exported here.
+from helpers import PASSWORD, free_port, kill_all, port_open, processes_under, wait_for
 
 
 class GatewayProcess:
@@ -175,6 +133,269 @@ def make_gateway(tmp_path):
 def gateway(make_gateway):
     """One running standalone gateway with Basic auth and the local backend."""
     return make_gateway()
+
+
+# --- a real JupyterHub ---------------------------------------------------------------------
+
+HUB_PASSWORD = "hub-test-password"
+SERVICE = "dask-gateway"
+
+# The Hub polls a managed service's process every 30 s and only then restarts it. That
+# interval is not configurable (the service's spawner is built without config), so the
+# tests that kill the service shorten it here; nothing else about the Hub changes.
+FAST_SERVICE_RESTART = """
+import jupyterhub.services.service as _jh_service
+from traitlets import Integer as _Integer
+
+
+class _QuickPollServiceSpawner(_jh_service._ServiceSpawner):
+    poll_interval = _Integer(1)
+
+
+_jh_service._ServiceSpawner = _QuickPollServiceSpawner
+"""
+
+
+class Hub:
+    """A ``jupyterhub`` subprocess whose config calls ``configure_jupyterhub``.
+
+    Parameters
+    ----------
+    directory : Path
+        Working directory: config, databases, logs, users' homes, gateway state.
+    hub_config : str
+        Lines placed before ``configure_jupyterhub`` (Hub, spawner and role settings
+        the call must merge with).
+    gateway_config : str
+        Lines placed after it (``c.DaskGateway...``, ``c.ClusterConfig...``, ...).
+    fast_service_restart : bool
+        Poll the managed service every second instead of every 30 s.
+    base_url : str
+        The Hub's base URL (``/`` or e.g. ``/jupyter/``); ``url`` includes it.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        hub_config: str = "",
+        gateway_config: str = "",
+        fast_service_restart: bool = False,
+        base_url: str = "/",
+    ):
+        if not shutil.which("configurable-http-proxy"):
+            pytest.skip("configurable-http-proxy is not installed (npm)")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.base_url = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
+        self.proxy_port = free_port()
+        self.state_dir = self.directory / "gateway-state"
+        self.admin_token = secrets.token_hex(32)
+        self.password = HUB_PASSWORD
+        self.log_path = self.directory / "jupyterhub.log"
+        self.config_path = self.directory / "jupyterhub_config.py"
+        run = self.directory
+        self.config_path.write_text(
+            textwrap.dedent(
+                f"""
+                import jupyterhub_dask_gateway
+
+                c.JupyterHub.bind_url = "http://127.0.0.1:{self.port}{self.base_url}"
+                c.JupyterHub.hub_ip = "127.0.0.1"
+                c.JupyterHub.hub_port = {free_port()}
+                c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
+                c.ConfigurableHTTPProxy.pid_file = "{run}/proxy.pid"
+                c.JupyterHub.pid_file = "{run}/hub.pid"
+                c.JupyterHub.db_url = "sqlite:///{run}/jupyterhub.sqlite"
+                c.JupyterHub.cookie_secret_file = "{run}/cookie_secret"
+                c.JupyterHub.authenticator_class = "dummy"
+                c.DummyAuthenticator.password = {HUB_PASSWORD!r}
+                c.Authenticator.allow_all = True
+                c.JupyterHub.spawner_class = "simple"
+                c.SimpleLocalProcessSpawner.home_dir_template = "{run}/home/{{username}}"
+                c.Spawner.args = ["--allow-root"]  # CI runs as root
+                c.JupyterHub.services = [
+                    {{"name": "test-admin", "api_token": {self.admin_token!r}}},
+                ]
+                c.JupyterHub.load_roles = [
+                    {{
+                        "name": "test-admin",
+                        "services": ["test-admin"],
+                        "scopes": ["admin:users", "tokens", "admin:servers", "read:services"],
+                    }},
+                ]
+                """
+            )
+            + textwrap.dedent(hub_config)
+            + textwrap.dedent(
+                f"""
+                jupyterhub_dask_gateway.configure_jupyterhub(
+                    c,
+                    url="http://127.0.0.1:{free_port()}",
+                    proxy_address="127.0.0.1:{self.proxy_port}",
+                    state_dir="{self.state_dir}",
+                    cluster_heartbeat_period=2,
+                )
+                c.ClusterConfig.worker_memory = "512 M"
+                c.ClusterConfig.scheduler_memory = "512 M"
+                c.LocalBackend.warm_pool_size = 1
+                c.LocalBackend.sigint_timeout = 3
+                """
+            )
+            + textwrap.dedent(gateway_config)
+            + (FAST_SERVICE_RESTART if fast_service_restart else "")
+        )
+        self.proc: subprocess.Popen | None = None
+
+    # --- addresses ------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The Hub's public URL (the proxy), base URL included, without a trailing slash."""
+        return f"http://127.0.0.1:{self.port}{self.base_url}".rstrip("/")
+
+    @property
+    def ws_url(self) -> str:
+        """``url`` for websockets."""
+        return "ws" + self.url[len("http") :]
+
+    @property
+    def gateway_url(self) -> str:
+        """The gateway service through the Hub's proxy."""
+        return f"{self.url}/services/{SERVICE}"
+
+    @property
+    def gateway_proxy_address(self) -> str:
+        """The gateway's TCP proxy, for scheduler connections."""
+        return f"gateway://127.0.0.1:{self.proxy_port}"
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def start(self, timeout=90):
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("DASK_GATEWAY__", "JUPYTERHUB_"))
+        }
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(self.config_path)],
+            cwd=self.directory,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        # /hub/api/ answers through the proxy only after every managed service is up
+        wait_for(lambda: self._answers("/hub/api/"), timeout, what="the Hub")
+        wait_for(
+            lambda: self._answers(f"/services/{SERVICE}/api/version"), timeout, what="the gateway"
+        )
+        return self
+
+    def _answers(self, path) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"jupyterhub exited: {self.log()[-3000:]}")
+        try:
+            return requests.get(self.url + path, timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def log(self) -> str:
+        """The Hub's output, the gateway service's included."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self):
+        """Stop the Hub (it stops its service, servers and CHP), then kill what is left."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(45)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        # Clusters (and the gateway's proxy) outlive the service by design; user servers
+        # and kernels too if the Hub was killed.
+        kill_all(processes_under(str(self.directory)))
+
+    # --- the Hub's REST API, as the test-admin service ---------------------------------------
+    def api(self, method, path, token=None, **kwargs) -> requests.Response:
+        headers = {"Authorization": f"token {token or self.admin_token}"}
+        return requests.request(
+            method, f"{self.url}/hub/api/{path.lstrip('/')}", headers=headers, timeout=30, **kwargs
+        )
+
+    def ensure_user(self, name: str):
+        r = self.api("POST", f"users/{name}")
+        assert r.status_code in (201, 409), r.text
+
+    def new_token(self, user: str, scopes: list[str] | None = None) -> dict:
+        """A new API token of ``user`` (``scopes`` None: everything the user holds)."""
+        self.ensure_user(user)
+        body = {"note": "test", "expires_in": 3600}
+        if scopes is not None:
+            body["scopes"] = scopes
+        r = self.api("POST", f"users/{user}/tokens", json=body)
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def service_pid(self) -> int:
+        r = self.api("GET", f"services/{SERVICE}")
+        r.raise_for_status()
+        return r.json()["pid"]
+
+    # --- clients ----------------------------------------------------------------------------
+    def gateway(self, token: str, **kwargs):
+        """The unmodified dask-gateway client, authenticated with a Hub token."""
+        from dask_gateway import Gateway, JupyterHubAuth
+
+        return Gateway(
+            self.gateway_url,
+            proxy_address=self.gateway_proxy_address,
+            auth=JupyterHubAuth(token),
+            **kwargs,
+        )
+
+    def login(self, user: str, next_path: str | None = None) -> requests.Response:
+        """Log ``user`` in with the Hub's login form; return the last response.
+
+        ``response.session`` (set here) keeps the cookies, like a browser. With
+        ``next_path`` the login starts there (a page behind OAuth) and follows every
+        redirect back to it.
+        """
+        session = requests.Session()
+        if next_path:
+            page = session.get(self.url + next_path, timeout=30)
+            assert page.url.startswith(f"{self.url}/hub/login?"), page.url
+        else:
+            page = session.get(f"{self.url}/hub/login", timeout=30)
+        page.raise_for_status()
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+        response = session.post(
+            page.url,
+            data={"username": user, "password": HUB_PASSWORD, "_xsrf": xsrf},
+            timeout=60,
+        )
+        response.session = session
+        return response
+
+
+@pytest.fixture(scope="module")
+def make_hub(tmp_path_factory):
+    """Factory: ``make_hub(hub_config="...", gateway_config="...")`` starts a ``Hub``.
+
+    Module-scoped, so a test module can share one Hub; every Hub started is stopped, and
+    every process left under its directory killed, when the module is done.
+    """
+    started: list[Hub] = []
+
+    def factory(**kwargs) -> Hub:
+        hub = Hub(tmp_path_factory.mktemp("hub"), **kwargs)
+        started.append(hub)
+        return hub.start()
+
+    yield factory
+    for hub in started:
+        hub.stop()
 
 
 def pytest_configure(config):

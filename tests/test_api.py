@@ -8,7 +8,7 @@ import ssl
 
 import pytest
 
-from conftest import PASSWORD
+from helpers import PASSWORD
 
 
 def request(

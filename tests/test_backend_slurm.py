@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from conftest import PASSWORD, wait_for
+from helpers import PASSWORD, wait_for
 
 pytestmark = pytest.mark.skipif(
     shutil.which("sinfo") is None, reason="Slurm is not installed (no sinfo on PATH)"

@@ -6,7 +6,7 @@ import dask.array as da
 import pytest
 from dask_gateway import GatewayClusterError, GatewayWarning
 
-from conftest import processes_under, wait_for
+from helpers import processes_under, wait_for
 
 OPTIONS = """
 from jupyterhub_dask_gateway.options import Options, Integer, Float, Select, String, Bool, Mapping

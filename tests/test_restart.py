@@ -6,7 +6,7 @@ import threading
 
 import psutil
 
-from conftest import processes_under, wait_for
+from helpers import processes_under, wait_for
 
 
 def test_sigkill_during_computation(make_gateway):

@@ -3,7 +3,7 @@
 import os
 import stat
 
-from conftest import wait_for
+from helpers import wait_for
 
 
 def test_no_plaintext_secrets_in_db_or_logs(make_gateway):

@@ -15,13 +15,35 @@ import runpy
 import sys
 
 
-def main():
-    import dask  # noqa: F401  (the point: pay the import cost before a request arrives)
+def _preimport():
+    """Import what a scheduler or worker imports while it starts (the point of the pool)."""
+    import importlib
+
+    import dask
     import distributed  # noqa: F401
     import distributed.cli.dask_scheduler  # noqa: F401
     import distributed.cli.dask_worker  # noqa: F401
 
     import jupyterhub_dask_gateway.scheduler_preload  # noqa: F401
+
+    # The dashboards (bokeh, ~0.4 s) and HTTP route modules are imported inside
+    # Scheduler/Worker construction; both roles serve a dashboard, so paying this
+    # now costs no memory the process would not use anyway.
+    optional = [
+        *dask.config.get("distributed.scheduler.http.routes", []),
+        *dask.config.get("distributed.worker.http.routes", []),
+        "distributed.dashboard.scheduler",
+        "distributed.dashboard.worker",
+    ]
+    for name in optional:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass  # e.g. no bokeh: the scheduler or worker will not import it either
+
+
+def main():
+    _preimport()
 
     line = sys.stdin.readline()
     if not line.strip():
@@ -37,6 +59,8 @@ def main():
     os.dup2(log_fd, 2)
     os.close(log_fd)
     os.close(devnull)
+    import dask
+
     dask.config.refresh()
     sys.argv = [request["module"], *request["argv"]]
     runpy.run_module(request["module"], run_name="__main__", alter_sys=True)

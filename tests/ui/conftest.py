@@ -256,159 +256,44 @@ def lab(tmp_path, ui_gateway):
     server.stop()
 
 
-HUB_PASSWORD = "ui-hub-password"
-
-
-class Hub:
-    """A ``jupyterhub`` subprocess (with CHP) whose config calls ``configure_jupyterhub``.
-
-    Users log in with a shared password; their servers are JupyterLab with this
-    repository's extensions; the gateway runs as the Hub's managed service.
-    """
-
-    def __init__(self, directory: Path):
-        if not (LABEXTENSION / "package.json").exists():
-            pytest.skip("the lab extension is not built (run `jlpm build` first)")
-        if not shutil.which("configurable-http-proxy"):
-            pytest.skip("configurable-http-proxy is not installed (npm)")
-        self.directory = directory
-        self.port = free_port()
-        self.log_path = directory / "jupyterhub.log"
-        jupyter_path = directory / "jupyter-path"
-        (jupyter_path / "labextensions").mkdir(parents=True)
-        # the repository's lab extension, ahead of any installed copy
-        (jupyter_path / "labextensions" / "jupyterhub-dask-gateway").symlink_to(LABEXTENSION)
-        settings = directory / "lab-settings"
-        for plugin, values in {
-            "@jupyterlab/apputils-extension/notification": {
-                "fetchNews": "false",
-                "checkForUpdates": False,
-            },
-            "jupyterhub-dask-gateway/plugin": {"refreshInterval": 1},
-        }.items():
-            path = settings / f"{plugin}.jupyterlab-settings"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(values))
-        run = directory
-        self.config_path = directory / "jupyterhub_config.py"
-        self.config_path.write_text(
-            textwrap.dedent(
-                f"""
-                import jupyterhub_dask_gateway
-
-                c.JupyterHub.bind_url = "http://127.0.0.1:{self.port}"
-                c.JupyterHub.hub_ip = "127.0.0.1"
-                c.JupyterHub.hub_port = {free_port()}
-                c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
-                c.ConfigurableHTTPProxy.pid_file = "{run}/proxy.pid"
-                c.JupyterHub.pid_file = "{run}/hub.pid"
-                c.JupyterHub.db_url = "sqlite:///{run}/jupyterhub.sqlite"
-                c.JupyterHub.cookie_secret_file = "{run}/cookie_secret"
-                c.JupyterHub.authenticator_class = "shared-password"
-                c.SharedPasswordAuthenticator.user_password = {HUB_PASSWORD!r}
-                c.Authenticator.allow_all = True
-                c.JupyterHub.spawner_class = "simple"
-                c.SimpleLocalProcessSpawner.home_dir_template = "{run}/home/{{username}}"
-                c.Spawner.default_url = "/lab"
-                c.Spawner.args = ["--allow-root", "--LabApp.expose_app_in_browser=True",
-                                  "--LabApp.extension_manager=readonly"]
-                c.Spawner.environment = {{
-                    "JUPYTER_PATH": "{jupyter_path}",
-                    "JUPYTERLAB_SETTINGS_DIR": "{settings}",
-                    "JUPYTERLAB_WORKSPACES_DIR": "{run}/workspaces",
-                    "PYTHONPATH": "{REPO}",
-                }}
-
-                jupyterhub_dask_gateway.configure_jupyterhub(
-                    c,
-                    url="http://127.0.0.1:{free_port()}",
-                    proxy_address="127.0.0.1:{free_port()}",
-                    state_dir="{run}/gateway-state",
-                    cluster_heartbeat_period=2,
-                )
-                c.ClusterConfig.worker_memory = "512 M"
-                c.ClusterConfig.scheduler_memory = "512 M"
-                c.LocalBackend.warm_pool_size = 1
-                c.LocalBackend.sigint_timeout = 3
-                """
-            )
-        )
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout=90):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_GATEWAY__")}
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(self.config_path)],
-            cwd=self.directory,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-
-        def answers(url):
-            def check():
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"jupyterhub exited: {self.log()[-3000:]}")
-                try:
-                    with urllib.request.urlopen(url, timeout=2):
-                        return True
-                except OSError:
-                    return False
-
-            return check
-
-        wait_for(answers(f"{self.url}/hub/api/"), timeout, "the Hub")
-        # the managed gateway service answers (unauthenticated) version requests
-        wait_for(answers(f"{self.url}/services/dask-gateway/api/version"), timeout, "the gateway")
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        # the Hub stops the service, user servers and CHP on SIGTERM; then make sure
-        procs = [psutil.Process(self.proc.pid)]
-        try:
-            procs += procs[0].children(recursive=True)
-        except psutil.Error:
-            pass
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            pass
-        for p in procs:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(procs, timeout=5)
-        state = self.directory / "gateway-state"
-        leftovers = [
-            p
-            for p in psutil.process_iter(["cwd"])
-            if (p.info.get("cwd") or "").startswith(str(state))
-        ]
-        for p in leftovers:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-
-
 @pytest.fixture
-def hub(tmp_path):
-    """A running JupyterHub with the gateway as its managed service (see ``Hub``)."""
-    server = Hub(tmp_path / "hub").start()
+def hub(tmp_path, make_hub):
+    """A running JupyterHub (``make_hub`` of ``tests/conftest.py``) whose users get JupyterLab.
+
+    Their servers load this repository's lab extension (ahead of any installed copy) and
+    server extension, with quick panel refreshes and no news toasts; the gateway runs as
+    the Hub's managed service.
+    """
+    if not (LABEXTENSION / "package.json").exists():
+        pytest.skip("the lab extension is not built (run `jlpm build` first)")
+    directory = tmp_path / "hub-lab"
+    jupyter_path = directory / "jupyter-path"
+    (jupyter_path / "labextensions").mkdir(parents=True)
+    (jupyter_path / "labextensions" / "jupyterhub-dask-gateway").symlink_to(LABEXTENSION)
+    settings = directory / "lab-settings"
+    for plugin, values in {
+        "@jupyterlab/apputils-extension/notification": {
+            "fetchNews": "false",
+            "checkForUpdates": False,
+        },
+        "jupyterhub-dask-gateway/plugin": {"refreshInterval": 1},
+    }.items():
+        path = settings / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    server = make_hub(
+        hub_config=f"""
+        c.Spawner.default_url = "/lab"
+        c.Spawner.args = ["--allow-root", "--LabApp.expose_app_in_browser=True",
+                          "--LabApp.extension_manager=readonly"]
+        c.Spawner.environment = {{
+            "JUPYTER_PATH": "{jupyter_path}",
+            "JUPYTERLAB_SETTINGS_DIR": "{settings}",
+            "JUPYTERLAB_WORKSPACES_DIR": "{directory}/workspaces",
+            "PYTHONPATH": "{REPO}",
+        }}
+        """
+    )
     yield server
     server.stop()
 
@@ -421,7 +306,7 @@ def hub_page(browser, hub, artifacts):
     page.set_default_timeout(30_000)
     page.goto(f"{hub.url}/hub/login")
     page.fill("#username_input", "alice")
-    page.fill("#password_input", HUB_PASSWORD)
+    page.fill("#password_input", hub.password)
     page.click("#login_submit")
     page.wait_for_url("**/user/alice/lab**", timeout=90_000)
     page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60_000)

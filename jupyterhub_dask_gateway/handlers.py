@@ -121,6 +121,20 @@ def parse_status_filter(raw: str | None):
     return out
 
 
+def listed(cluster, user, statuses, everyone: bool = False) -> bool:
+    """Whether a listing shows ``cluster``: the user's own and shared ones (or all, for
+    admins asking with ?all=1); only active ones unless a status filter says otherwise."""
+    if (
+        not everyone
+        and cluster.username != user.name
+        and not (set(cluster.shared_groups) & user.groups)
+    ):
+        return False
+    if statuses is None:
+        return cluster.active
+    return cluster.public_status in statuses
+
+
 class VersionHandler(BaseHandler):
     requires_user = False
 
@@ -145,11 +159,7 @@ class ClustersHandler(BaseHandler):
         prefix = self.gateway.dashboard_route_prefix
         parts = []
         for c in self.manager.clusters.values():
-            if c.username != user.name and not (set(c.shared_groups) & user.groups):
-                continue
-            if statuses is None and not c.active:
-                continue
-            if statuses is not None and c.public_status not in statuses:
+            if not listed(c, user, statuses):
                 continue
             # Each model's JSON is cached on the cluster (names are hex, no escaping needed).
             parts.append(f'"{c.name}":{c.to_wire_json(prefix)}')
@@ -273,20 +283,11 @@ class ClusterDetailsHandler(BaseHandler):
         if everyone and not user.admin:
             raise Forbidden("Only admins may list every user's clusters")
         statuses = parse_status_filter(self.get_query_argument("status", None))
-        out = []
-        for c in self.manager.clusters.values():
-            if not (everyone or user.may_view(c)) or (
-                not everyone
-                and user.admin
-                and c.username != user.name
-                and not set(c.shared_groups) & user.groups
-            ):
-                continue
-            if statuses is None and not c.active:
-                continue
-            if statuses is not None and c.public_status not in statuses:
-                continue
-            out.append(self.gateway.cluster_details(c))
+        out = [
+            self.gateway.cluster_details(c)
+            for c in self.manager.clusters.values()
+            if listed(c, user, statuses, everyone)
+        ]
         out.sort(key=lambda d: d["start_time"])
         self.write_json({"clusters": out})
 

@@ -21,15 +21,20 @@ import { TranslationBundle } from '@jupyterlab/translation';
 import { addIcon, refreshIcon } from '@jupyterlab/ui-components';
 import { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 
+import {
+  DaskLabHandOff,
+  HandOffResult,
+  hasDaskLab as commandsHaveDaskLab,
+  waitForDaskLabDashboard
+} from './dasklab';
+import { isSameOrigin, openDashboardTab } from './dashboard';
 import { connectionCode } from './format';
 import { GatewayModel } from './model';
 import { GatewaySidebar, gatewayIcon } from './sidebar';
-import {
-  CommandIDs,
-  DASK_LAB_PLUGIN_ID,
-  DaskLabCommandIDs,
-  IClusterInfo
-} from './tokens';
+import { CommandIDs, DaskLabCommandIDs, IClusterInfo } from './tokens';
+
+/** How long "Show in dask-labextension" waits for it to reach the dashboard (ms). */
+export const DASK_LAB_DASHBOARD_TIMEOUT = 30_000;
 
 export interface ICommandContext {
   app: JupyterFrontEnd;
@@ -48,7 +53,7 @@ export interface ICommandContext {
 
 /** Whether dask-labextension is loaded (it exports no token, but its commands exist). */
 export function hasDaskLab(app: JupyterFrontEnd): boolean {
-  return app.commands.hasCommand(DaskLabCommandIDs.populateDashboardUrl);
+  return commandsHaveDaskLab(app.commands);
 }
 
 /** The cluster a command acts on: its argument, the right-clicked card, the selection, or the only one. */
@@ -268,27 +273,12 @@ export function addCommands(ctx: ICommandContext): void {
     }
   });
 
-  const handOff = async (url: string): Promise<boolean> => {
-    if (!hasDaskLab(app)) {
-      return false;
-    }
-    if (ctx.settings().daskLabextensionBrowserCheck && ctx.settingRegistry) {
-      // Gateway dashboards sit behind the Hub's login cookie, which only the
-      // browser has; dask-labextension's default server-side check would fail.
-      try {
-        const daskSettings = await ctx.settingRegistry.load(DASK_LAB_PLUGIN_ID);
-        if (daskSettings.get('browserDashboardCheck').composite !== true) {
-          await daskSettings.set('browserDashboardCheck', true);
-        }
-      } catch (error) {
-        console.warn('Cannot update dask-labextension settings', error);
-      }
-    }
-    await commands.execute(DaskLabCommandIDs.populateDashboardUrl, {
-      url: absolute(url)
+  const daskLab = new DaskLabHandOff(app);
+  const handOff = (url: string): Promise<HandOffResult> =>
+    daskLab.handOff(absolute(url), {
+      browserCheck: ctx.settings().daskLabextensionBrowserCheck,
+      settingRegistry: ctx.settingRegistry
     });
-    return true;
-  };
 
   commands.addCommand(CommandIDs.openDashboard, {
     label: trans.__('Open Dask Dashboard in a New Tab'),
@@ -299,10 +289,23 @@ export function addCommands(ctx: ICommandContext): void {
       if (!cluster?.dashboard_url) {
         return;
       }
-      window.open(absolute(cluster.dashboard_url), '_blank', 'noopener');
-      if (ctx.settings().handOffToDaskLabextension) {
-        await handOff(cluster.dashboard_url);
+      const url = absolute(cluster.dashboard_url);
+      const { handOffToDaskLabextension, daskLabextensionBrowserCheck } =
+        ctx.settings();
+      const handingOff = handOffToDaskLabextension && hasDaskLab(app);
+      // Still within the click (no await above), so the pop-up is allowed.
+      // dask-labextension's browser-side check and the tab would both start
+      // the Hub's login to a dashboard on its origin: one login first.
+      await openDashboardTab(
+        url,
+        handingOff && daskLabextensionBrowserCheck && isSameOrigin(url)
+      );
+      // what dask-labextension did with it, for callers of the command
+      let daskLabextension: HandOffResult | 'off' = 'off';
+      if (handOffToDaskLabextension) {
+        daskLabextension = await handOff(cluster.dashboard_url);
       }
+      return { url, daskLabextension };
     }
   });
 
@@ -315,26 +318,55 @@ export function addCommands(ctx: ICommandContext): void {
     isEnabled: args => hasDaskLab(app) && needsDashboard(args),
     execute: async args => {
       const cluster = targetCluster(ctx, args);
-      if (!cluster?.dashboard_url || !(await handOff(cluster.dashboard_url))) {
-        return;
+      if (!cluster?.dashboard_url) {
+        return false;
       }
-      if (commands.hasCommand(DaskLabCommandIDs.launchLayout)) {
-        // dask-labextension checks the URL asynchronously; its layout command
-        // is enabled once the dashboard answered.
-        for (let i = 0; i < 20; i++) {
-          if (commands.isEnabled(DaskLabCommandIDs.launchLayout)) {
-            await commands.execute(DaskLabCommandIDs.launchLayout);
-            return;
-          }
-          await new Promise(resolve => setTimeout(resolve, 250));
-        }
+      const result = await handOff(cluster.dashboard_url);
+      if (result === 'unavailable') {
+        return false;
+      }
+      if (result === 'failed') {
+        Notification.warning(
+          trans.__(
+            'dask-labextension did not take the dashboard address; paste it into its sidebar.'
+          ),
+          { autoClose: 8000 }
+        );
+        return false;
+      }
+      if (!commands.hasCommand(DaskLabCommandIDs.launchLayout)) {
+        return true;
+      }
+      // dask-labextension checks the URL in the background (slow under load or
+      // behind a busy proxy); its layout command is enabled once the dashboard
+      // answered. Say what is happening if it takes a while.
+      let waiting: string | undefined;
+      const slow = setTimeout(() => {
+        waiting = Notification.emit(
+          trans.__('Waiting for the dashboard of cluster %1…', cluster.name),
+          'in-progress',
+          { autoClose: false }
+        );
+      }, 1500);
+      const reached = await waitForDaskLabDashboard(
+        commands,
+        DASK_LAB_DASHBOARD_TIMEOUT
+      );
+      clearTimeout(slow);
+      if (waiting) {
+        Notification.dismiss(waiting);
+      }
+      if (!reached) {
         Notification.warning(
           trans.__(
             'dask-labextension could not reach the dashboard yet; use its sidebar to open panes.'
           ),
           { autoClose: 8000 }
         );
+        return false;
       }
+      await commands.execute(DaskLabCommandIDs.launchLayout);
+      return true;
     }
   });
 

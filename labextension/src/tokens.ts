@@ -119,3 +119,6 @@ export namespace DaskLabCommandIDs {
 
 /** dask-labextension's settings id. */
 export const DASK_LAB_PLUGIN_ID = 'dask-labextension:plugin';
+
+/** The id of dask-labextension's sidebar (which holds its dashboard URL box). */
+export const DASK_LAB_SIDEBAR_ID = 'dask-dashboard-launcher';

@@ -15,15 +15,54 @@ copies the README shows.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
+expect = pytest.importorskip("playwright.sync_api").expect
 pytestmark = pytest.mark.timeout(600)
 
 SIDEBAR = "#jupyterhub-dask-gateway-sidebar"
+DASK_SIDEBAR = "#dask-dashboard-launcher"  # dask-labextension's sidebar
 DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# dask-labextension's URL check runs in the background, slower under load
+HAND_OFF_TIMEOUT = 60_000
+
+
+@pytest.fixture(autouse=True)
+def lab_finds_dask_labextension(monkeypatch):
+    """Let the JupyterLab under test find dask-labextension's files wherever pip put them.
+
+    A Lab looks for lab extensions under ``<sys.prefix>/share/jupyter`` and for server
+    extensions' switches under ``<sys.prefix>/etc/jupyter`` of the Python it runs on. In a
+    virtualenv made with ``--system-site-packages`` (CI's), dask-labextension is importable
+    from the base environment, so ``pip install .[test]`` leaves it there, and its files
+    stay under the base prefix, which the venv's Lab does not search: no dask sidebar, no
+    ``dask:*`` commands, nothing to hand a dashboard to. The Lab inherits this environment
+    (autouse: set before the ``lab`` fixture starts it); the Hub's servers get theirs from
+    the spawner.
+    """
+    try:
+        dist = metadata.distribution("dask-labextension")
+    except metadata.PackageNotFoundError:
+        return  # require_dask_labextension says so
+    for file in dist.files or []:
+        path = Path(dist.locate_file(file)).resolve()
+        if path.parts[-3:] == ("labextensions", "dask-labextension", "package.json"):
+            data, variable = path.parents[2], "JUPYTER_PATH"
+        elif path.parts[-2:] == ("jupyter_server_config.d", "dask_labextension.json"):
+            data, variable = path.parents[1], "JUPYTER_CONFIG_PATH"
+        else:
+            continue
+        own = Path(sys.prefix).resolve() / ("share" if variable == "JUPYTER_PATH" else "etc")
+        if data != own / "jupyter":
+            paths = [p for p in os.environ.get(variable, "").split(os.pathsep) if p]
+            monkeypatch.setenv(variable, os.pathsep.join([*paths, str(data)]))
 
 
 def run_command(page, command, args=None):
@@ -41,6 +80,38 @@ def open_panel(page):
         tab.click()
     page.locator(SIDEBAR).wait_for(state="visible")
     return page.locator(SIDEBAR)
+
+
+def require_dask_labextension(page):
+    """Fail with the reason, not a timeout, when the Lab did not load dask-labextension."""
+    loaded = page.evaluate(
+        "() => window.jupyterapp.commands.hasCommand('dask:populate-dashboard-url')"
+    )
+    assert loaded, (
+        "dask-labextension is not loaded in the JupyterLab under test, so there is nothing "
+        "to hand dashboards to; install it into the environment of "
+        f"{sys.executable} (sys.prefix {sys.prefix})"
+    )
+
+
+def open_dask_sidebar(page):
+    """Open dask-labextension's sidebar (the user's way: its tab) and return it."""
+    sidebar = page.locator(DASK_SIDEBAR)
+    if not sidebar.is_visible():
+        page.locator('.jp-SideBar .lm-TabBar-tab[data-id="dask-dashboard-launcher"]').click()
+    sidebar.wait_for(state="visible")
+    return sidebar
+
+
+def dask_user_settings(page):
+    """dask-labextension's settings as the user (or the panel for them) saved them."""
+    return page.evaluate(
+        """async () => {
+            const plugin = await window.jupyterapp.serviceManager.settings.fetch(
+                'dask-labextension:plugin');
+            return plugin.settings;
+        }"""
+    )
 
 
 def card(panel, name):
@@ -61,10 +132,14 @@ def set_theme(page, theme):
 
 
 def snap(locator, artifacts, name, publish=False):
-    """Screenshot a page or an element into the test's artifacts (and docs/screenshots/)."""
+    """Screenshot a page or an element into the test's artifacts.
+
+    With ``JHDG_PUBLISH_SCREENSHOTS=1`` the ``publish`` ones also replace the copies in
+    docs/screenshots/ that the README links (so ordinary runs leave the tree clean).
+    """
     path = artifacts / f"{name}.png"
     locator.screenshot(path=str(path))
-    if publish:
+    if publish and os.environ.get("JHDG_PUBLISH_SCREENSHOTS") == "1":
         DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, DOCS_SCREENSHOTS / f"{name}.png")
     return path
@@ -165,6 +240,8 @@ def test_cluster_life_through_the_panel(page, lab, ui_gateway, artifacts):
 
     # "Dashboard" opens a new browser tab on the cluster's dashboard and hands the URL
     # to dask-labextension, whose dashboard panes then follow this cluster
+    require_dask_labextension(page)
+    assert "browserDashboardCheck" not in dask_user_settings(page)
     open_panel(page)
     with page.context.expect_page() as popup_info:
         this.get_by_role("button", name="Dashboard").click()
@@ -175,12 +252,17 @@ def test_cluster_life_through_the_panel(page, lab, ui_gateway, artifacts):
     popup.wait_for_function("() => document.title.includes('Dask')", timeout=30_000)
     popup.screenshot(path=str(artifacts / "dashboard.png"))
     popup.close()
-    page.wait_for_function(
-        "url => document.querySelector('.dask-URLInput input')?.value === url",
-        arg=dashboard_url,
+    # what the user sees: dask-labextension's sidebar holds this cluster's dashboard...
+    dask_sidebar = open_dask_sidebar(page)
+    expect(dask_sidebar.locator(".dask-URLInput input")).to_have_value(
+        dashboard_url, timeout=HAND_OFF_TIMEOUT
     )
+    snap(dask_sidebar, artifacts, "dask-sidebar")
+    # ...and checks it from the browser, which has the dashboard's credentials
+    assert dask_user_settings(page).get("browserDashboardCheck") is True
 
     # stop it, confirming in the dialog, and watch it go
+    open_panel(page)
     this.get_by_role("button", name="Stop").click()
     dialog = page.locator(".jp-Dialog")
     dialog.get_by_text(f"Stop cluster {name}?").wait_for()
@@ -245,9 +327,16 @@ def test_panel_under_jupyterhub(hub_page, hub, artifacts):
     popup.screenshot(path=str(artifacts / "dashboard.png"))
     popup.close()
 
-    # and dask-labextension's panes for the same cluster
+    # and dask-labextension's panes for the same cluster: their frames show its plots
+    require_dask_labextension(page)
     this.get_by_role("button", name="Lab panes").click()
-    page.locator(".dask-DaskDashboard-widget iframe").first.wait_for(timeout=60_000)
+    panes = page.locator(".dask-DaskDashboard-widget iframe")
+    # dask-labextension's default layout: task stream, workers' memory, progress
+    expect(panes).to_have_count(3, timeout=HAND_OFF_TIMEOUT)
+    for i in range(3):
+        expect(panes.nth(i)).to_have_attribute(
+            "src", re.compile(rf"/services/dask-gateway/clusters/{name}/individual-")
+        )
     page.wait_for_timeout(3000)  # let the Bokeh plots draw before the screenshot
     snap(page, artifacts, "lab-hub-dask-panes", publish=True)
 

@@ -9,16 +9,18 @@ Phases (``--only`` takes their names):
 
 ``start``     new_cluster() latency (client call to RUNNING) and scale(1) until the
               worker has joined, interleaved per run; a plain ``LocalCluster`` as the limit;
-              the RSS of one cluster (scheduler + 1 worker).
+              ours once more with ``warm_pool_size = 0`` for context; the RSS of one
+              cluster (scheduler + 1 worker).
 ``transfer``  a 10k-task ``client.map`` and a 200 MB gather (4 x 50 MB of random bytes)
               through each gateway's proxy and over a direct TLS connection to the same
-              scheduler (its ``tls://`` address, the cluster's own credentials), plus a
-              ``LocalCluster`` over plain TCP.
+              scheduler (its ``tls://`` address, the cluster's own credentials), measured in
+              back-to-back pairs, plus a ``LocalCluster`` over plain TCP.
 ``list``      list_clusters() with 10 and 100 RUNNING clusters of one user, and the
               gateways' memory per cluster. The clusters' "schedulers" are a shell stub
               that sends the scheduler's heartbeat with curl (so each cluster is RUNNING
               and listed with its TLS certificate and key, as real ones are): 200 real
               schedulers (~100 MB each) do not fit this machine beside everything else.
+              Limit: a bare server returning the same bytes (the client's own cost).
 ``api``       requests per second of concurrent ``GET /api/v1/clusters/`` with one
               cookie session (as the client does), through the public port.
 ``rss``       idle resident memory of each gateway (gateway process, proxy, warm pool).
@@ -188,7 +190,7 @@ def phase_transfer(
     from distributed import Client, LocalCluster
 
     opened = []  # (kind, object) to close at the end
-    paths = {}  # label -> (client, metric owner, path kind)
+    paths = {}  # label -> distributed Client
     try:
         for server in servers.values():
             gw = server.gateway()

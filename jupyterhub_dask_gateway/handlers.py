@@ -349,7 +349,11 @@ class DashboardHandler(BaseHandler, DashboardProxyHandler):
         await DashboardProxyHandler.prepare(self)
 
     async def resolve_dashboard(self, cluster_name):
-        cluster = self.cluster_for(cluster_name)
+        cluster = self.manager.get(cluster_name)
+        if not self.current_user.may_view(cluster):
+            # Unlike the API (where other users' clusters are invisible), a dashboard URL
+            # is something users pass around: say plainly that it isn't theirs to open.
+            raise Forbidden(f"User {self.current_user.name} may not view cluster {cluster_name}")
         if cluster.public_status != ClusterStatus.RUNNING or not cluster.dashboard_address:
             raise NotFound(f"Cluster {cluster_name} has no running dashboard")
         return cluster.dashboard_address

@@ -435,11 +435,11 @@ def test_dashboard_behind_hub_oauth(hub, tokens):
             page = hub.login("carol", next_path=path)
             assert page.status_code == 200 and "Bokeh" in page.text
 
-            # bob is not: the gateway answers as if the cluster did not exist
+            # bob is not: the dashboard says plainly that it is not his to open
             page = hub.login("bob", next_path=path)
             assert page.url == hub.url + path
-            assert page.status_code == 404
-            assert page.json() == {"error": f"Cluster {cluster.name} not found"}
+            assert page.status_code == 403
+            assert page.json() == {"error": f"User bob may not view cluster {cluster.name}"}
         finally:
             cluster.shutdown()
 

@@ -11,8 +11,9 @@ import textwrap
 
 import pytest
 
+from jobqueue_helpers import job_request
 from jupyterhub_dask_gateway.backends import load_backend_class
-from jupyterhub_dask_gateway.backends.jobqueue import CommandResult, JobRequest
+from jupyterhub_dask_gateway.backends.jobqueue import CommandResult
 from jupyterhub_dask_gateway.backends.pbs import (
     PBSBackend,
     PBSClusterConfig,
@@ -164,17 +165,7 @@ Job Id: 78.torque-head.example.org
 
 
 def request(role="worker", **config):
-    cfg = PBSClusterConfig(**config).to_dict()
-    return JobRequest(
-        role=role,
-        job_name=f"dask-{role}-c1",
-        username="alice",
-        staging_dir="/srv/staging/c1",
-        log_path=f"/srv/staging/c1/{role}.log",
-        cores=cfg[f"{role}_cores"],
-        memory=cfg[f"{role}_memory"],
-        config=cfg,
-    )
+    return job_request(PBSClusterConfig, role, **config)
 
 
 # --- command lines -------------------------------------------------------------------------

@@ -15,12 +15,12 @@ import textwrap
 
 import pytest
 
+from jobqueue_helpers import job_request
 from jupyterhub_dask_gateway.backends import load_backend_class
 from jupyterhub_dask_gateway.backends.jobqueue import (
     STAGING_MARKER,
     CommandResult,
     JobInfo,
-    JobRequest,
     _make_dirs,
     match_job_ids,
     parse_memory_mb,
@@ -124,17 +124,7 @@ def make_cluster(backend, name="c1", username="alice", **overrides):
 
 
 def request(role="worker", **config):
-    cfg = SlurmClusterConfig(**config).to_dict()
-    return JobRequest(
-        role=role,
-        job_name=f"dask-{role}-c1",
-        username="alice",
-        staging_dir="/srv/staging/c1",
-        log_path=f"/srv/staging/c1/{role}.log",
-        cores=cfg[f"{role}_cores"],
-        memory=cfg[f"{role}_memory"],
-        config=cfg,
-    )
+    return job_request(SlurmClusterConfig, role, **config)
 
 
 # --- command lines ---------------------------------------------------------------------------

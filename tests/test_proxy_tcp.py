@@ -7,7 +7,6 @@ worker reached with the unmodified dask-gateway client comm.
 """
 
 import asyncio
-import datetime
 import hashlib
 import json
 import os
@@ -19,14 +18,12 @@ import sys
 import time
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
+
+from jupyterhub_dask_gateway.tls import new_keypair
 
 TOKEN = "s3cret-proxy-token-0123456789"
 
@@ -46,33 +43,6 @@ async def wait_for(predicate, timeout=15.0, interval=0.05, what="condition"):
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         await asyncio.sleep(interval)
-
-
-def make_keypair(name):
-    """A cluster-style self-signed key pair (PEM strings): its own CA, SAN = name."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dask-internal")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(name), x509.DNSName("dask-internal")]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    return key_pem, cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def client_hello(server_hostname):
@@ -220,7 +190,7 @@ class ProxyProcess:
 @pytest.fixture
 def cluster_tls(tmp_path):
     """A cluster key pair: PEM strings plus files, and server/client SSL contexts."""
-    key, cert = make_keypair("test-cluster")
+    cert, key = new_keypair("test-cluster")  # the gateway's own per-cluster key pair
     key_file, cert_file = tmp_path / "dask.pem", tmp_path / "dask.crt"
     key_file.write_text(key)
     cert_file.write_text(cert)

@@ -16,7 +16,7 @@ import time
 from tornado import web
 
 from . import __version__
-from .errors import BadRequest, Forbidden, GatewayError, NotFound, Unauthorized
+from .errors import BadRequest, Conflict, Forbidden, GatewayError, NotFound, Unauthorized
 from .models import ClusterStatus
 from .proxy.dashboard import DashboardProxyHandler
 
@@ -206,6 +206,12 @@ class ClusterHandler(BaseHandler):
                 wait = False
             if wait:
                 await self.manager.wait_ready(cluster, self.gateway.wait_timeout)
+                if cluster.public_status == ClusterStatus.FAILED:
+                    # Only the client's start loop waits; a 409 there becomes a
+                    # GatewayClusterError carrying the reason, instead of "see logs".
+                    raise Conflict(
+                        f"Cluster {name} failed to start: {cluster.reason or 'unknown reason'}"
+                    )
         self.write_json(cluster.to_wire(self.gateway.dashboard_route_prefix))
 
     def delete(self, name):

@@ -174,7 +174,8 @@ def test_rejected_submission_shows_the_queue_error(slurm_tag, make_gateway):
     gw = make_gateway(slurm_config(slurm_tag, 'c.SlurmClusterConfig.partition = "no-such-part"'))
     with gw.gateway() as g:
         name = g.submit()
-        with pytest.raises(GatewayClusterError):
+        # sbatch's own words reach the client's exception
+        with pytest.raises(GatewayClusterError, match="Invalid partition name specified"):
             g.connect(name)
         info = details(gw, name)
     assert info["status"] == "FAILED"

@@ -128,3 +128,13 @@ def test_errors_and_isolation(gw):
         finally:
             c1.shutdown()
             c2.shutdown()
+
+
+def test_start_failure_reason_reaches_the_client(make_gateway):
+    """A scheduler that cannot start: the client's error says why, not just 'see logs'."""
+    gw = make_gateway('c.ClusterConfig.python = "/nonexistent/python3"\n')
+    with gw.gateway() as gateway:
+        name = gateway.submit()
+        with pytest.raises(GatewayClusterError, match="failed to start: Scheduler failed"):
+            gateway.connect(name)
+        assert gateway.get_cluster(name).status.name == "FAILED"

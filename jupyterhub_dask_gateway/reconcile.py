@@ -265,6 +265,15 @@ class ClusterManager:
                 "Cluster %s is running (scheduler %s)", cluster.name, cluster.scheduler_address
             )
             changed = True
+        if cluster.status == JobStatus.RUNNING:
+            # The path comes from our backend, never from the message: a scheduler runs user
+            # code and must not point the proxy at a socket of its choosing.
+            ready = msg.get("handoff") is True
+            self.routes.put(
+                cluster.name,
+                cluster.scheduler_address,
+                self.backend.handoff_socket(cluster) if ready else "",
+            )
         count = msg.get("count")
         if isinstance(count, int) and count >= 0:
             count, _ = self.clamp_workers(cluster, count)

@@ -9,7 +9,10 @@ It owns the scheduler's side of the gateway protocol:
 * a small control API (``POST /api/comm``, cluster token) on which the gateway
   sends ``scale`` and ``adapt``;
 * adaptive scaling (distributed's ``adaptive_target``) and the idle timeout,
-  which asks the gateway to stop the cluster.
+  which asks the gateway to stop the cluster;
+* with ``JHDG_HANDOFF_SOCKET`` set (local backend), a unix socket on which the
+  gateway's proxy passes client connections it has routed here, so their bytes
+  skip the proxy (``proxy/handoff.py``).
 
 Workers are started by the gateway's backend with names the gateway chose; this
 module only decides how many and which ones retire.
@@ -28,7 +31,25 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.web import Application, HTTPError, RequestHandler
 
+from .proxy.handoff import HandoffReceiver
+
 logger = logging.getLogger("jupyterhub_dask_gateway.scheduler")
+
+
+def listener_adopter(scheduler):
+    """``adopt(sock, peer)`` feeding a socket to the scheduler's TLS listener, or None.
+
+    It treats the socket exactly as the listener's own accept would (TLS
+    handshake, distributed's comm handshake). Tornado's TCPServer has no public
+    method for that; if its private one goes away, the proxy just splices.
+    """
+    if not scheduler.listeners:
+        return None
+    tcp_server = getattr(scheduler.listeners[0], "tcp_server", None)
+    adopt = getattr(tcp_server, "_handle_connection", None)
+    if adopt is None or getattr(tcp_server, "ssl_options", None) is None:
+        return None
+    return adopt
 
 
 def _env_float(name: str, default: float) -> float:
@@ -52,6 +73,7 @@ class GatewaySchedulerPlugin(SchedulerPlugin):
         heartbeat_period,
         adaptive_period,
         idle_timeout,
+        handoff_socket="",
     ):
         self.scheduler = scheduler
         self.api_url = api_url.rstrip("/")
@@ -70,6 +92,8 @@ class GatewaySchedulerPlugin(SchedulerPlugin):
         self._tasks: list[asyncio.Task] = []
         self._http = AsyncHTTPClient(force_instance=True)
         self._server = None
+        self.handoff_socket = handoff_socket
+        self._handoff: HandoffReceiver | None = None
 
     # --- scheduler plugin hooks ---------------------------------------------------------
     def add_worker(self, scheduler=None, worker=None):
@@ -95,6 +119,8 @@ class GatewaySchedulerPlugin(SchedulerPlugin):
         self._server = app.listen(0, address=host)
         port = next(iter(self._server._sockets.values())).getsockname()[1]
         self.api_address = f"http://{host}:{port}"
+        if self.handoff_socket:
+            self._start_handoff()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._heartbeat_loop())]
         if self.idle_timeout > 0:
@@ -105,6 +131,22 @@ class GatewaySchedulerPlugin(SchedulerPlugin):
             t.cancel()
         if self._server is not None:
             self._server.stop()
+        if self._handoff is not None:
+            self._handoff.stop()
+            self._handoff = None
+
+    def _start_handoff(self):
+        adopt = listener_adopter(self.scheduler)
+        if adopt is None:
+            logger.warning("Connection hand-off unavailable: not a tornado TLS listener")
+            return
+        receiver = HandoffReceiver(self.handoff_socket, adopt)
+        try:
+            receiver.start()
+        except OSError as e:
+            logger.warning("Connection hand-off unavailable: %s", e)
+            return
+        self._handoff = receiver
 
     # --- gateway operations -------------------------------------------------------------
     def scale(self, count: int):
@@ -168,6 +210,7 @@ class GatewaySchedulerPlugin(SchedulerPlugin):
             "workers": workers,
             "closing_workers": sorted(self.closing),
             "closed_workers": sorted(self.closed),
+            "handoff": self._handoff is not None,
         }
 
     async def _send_heartbeat(self):
@@ -305,6 +348,7 @@ async def dask_setup(scheduler):
         heartbeat_period=_env_float("JHDG_HEARTBEAT_PERIOD", 15),
         adaptive_period=_env_float("JHDG_ADAPTIVE_PERIOD", 3),
         idle_timeout=_env_float("JHDG_IDLE_TIMEOUT", 0),
+        handoff_socket=os.environ.get("JHDG_HANDOFF_SOCKET", ""),
     )
     scheduler.add_plugin(plugin)
     await plugin.launch()

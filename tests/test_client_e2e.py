@@ -53,9 +53,31 @@ def test_full_client_workflow(gw):
         opts.team = "ml"
         with gateway.new_cluster(opts) as cluster:
             assert cluster.status == "running"
+            # Local schedulers take client sockets from the proxy (proxy/handoff.py).
+            handoff_route = f"Route for cluster '{cluster.name}' -> 127.0.0.1:"
+            proxy_log = gw.directory / "state" / "proxy.log"
+            wait_for(
+                lambda: any(
+                    handoff_route in line and "(socket hand-off)" in line
+                    for line in proxy_log.read_text().splitlines()
+                ),
+                timeout=20,
+                what="the proxy's hand-off route",
+            )
             cluster.scale(2)
             with cluster.get_client(set_as_default=False) as client:
                 client.wait_for_workers(2, timeout=60)
+
+                # So the scheduler's end of our comm faces this client's own socket,
+                # not an outbound socket of the proxy.
+                def client_peer_ports(dask_scheduler):
+                    return [
+                        bs.comm.peer_address.rsplit(":", 1)[1]
+                        for bs in dask_scheduler.client_comms.values()
+                    ]
+
+                our_port = client.scheduler_comm.comm.local_address.rsplit(":", 1)[1]
+                assert our_port in client.run_on_scheduler(client_peer_ports)
                 x = da.ones((2000, 2000), chunks=(500, 500))
                 assert client.compute(x.sum()).result() == 4_000_000
                 futures = client.map(lambda i: i + 1, range(1000))

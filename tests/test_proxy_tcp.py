@@ -89,6 +89,7 @@ class FakeGateway:
     def __init__(self, port=0, version=1, routes=None, hold=2.0):
         self.version = version
         self.routes = dict(routes or {})
+        self.handoff = {}
         self.hold = hold
         self.route_requests = []
         self._changed = asyncio.Event()
@@ -112,8 +113,9 @@ class FakeGateway:
     def address(self):
         return f"127.0.0.1:{self.port}"
 
-    def set_routes(self, routes):
+    def set_routes(self, routes, handoff=None):
         self.routes = dict(routes)
+        self.handoff = dict(handoff or {})
         self.version += 1
         self._changed.set()
         self._changed = asyncio.Event()
@@ -146,7 +148,7 @@ class _RoutesHandler(web.RequestHandler):
                 pass
         if self.request.connection.stream.closed():
             return
-        self.write({"version": gw.version, "routes": gw.routes})
+        self.write({"version": gw.version, "routes": gw.routes, "handoff": gw.handoff})
 
 
 class _HelloHandler(web.RequestHandler):
@@ -601,6 +603,102 @@ async def test_dask_computation_through_proxy(gateway, cluster_tls, start_proxy)
             # An ordinary rpc over the same proxied comm.
             identity = await client.scheduler.identity()
             assert worker.address in identity["workers"]
+
+
+def tls_security(cluster_tls):
+    from distributed.security import Security
+
+    key_file, cert_file = cluster_tls["key_file"], cluster_tls["cert_file"]
+    return Security(
+        tls_ca_file=cert_file,
+        tls_scheduler_cert=cert_file,
+        tls_scheduler_key=key_file,
+        tls_worker_cert=cert_file,
+        tls_worker_key=key_file,
+        require_encryption=True,
+    )
+
+
+async def test_local_scheduler_takes_handed_off_connections(gateway, cluster_tls, start_proxy):
+    """With a hand-off socket the scheduler gets the client's socket itself: no byte of
+    the connection passes through the proxy, so it even outlives the proxy process."""
+    import dask_gateway  # noqa: F401  (registers the gateway:// comm)
+    from dask_gateway.client import GatewaySecurity
+    from distributed import Client, Scheduler, Worker
+
+    from jupyterhub_dask_gateway.proxy.handoff import HandoffReceiver
+    from jupyterhub_dask_gateway.scheduler_preload import listener_adopter
+
+    security = tls_security(cluster_tls)
+    async with (
+        Scheduler(
+            protocol="tls",
+            host="127.0.0.1",
+            port=0,
+            dashboard_address="127.0.0.1:0",
+            security=security,
+        ) as scheduler,
+        Worker(scheduler.address, host="127.0.0.1", security=security, nthreads=1),
+    ):
+        adopt = listener_adopter(scheduler)
+        assert adopt is not None, "tornado's TCPServer lost _handle_connection"
+        adopted = []
+        socket_name = f"@jhdg-test-{os.urandom(8).hex()}"
+        receiver = HandoffReceiver(
+            socket_name, lambda sock, peer: (adopted.append(peer), adopt(sock, peer))
+        )
+        receiver.start()
+        try:
+            gateway.set_routes(
+                {"dask-1": scheduler.address.removeprefix("tls://")}, {"dask-1": socket_name}
+            )
+            proxy = await start_proxy(gateway.url, gateway.address)
+            await proxy.wait_for_log(r"Route for cluster 'dask-1' .*\(socket hand-off\)")
+            async with Client(
+                f"gateway://127.0.0.1:{proxy.port}/dask-1",
+                security=GatewaySecurity(tls_key=cluster_tls["key"], tls_cert=cluster_tls["cert"]),
+                asynchronous=True,
+            ) as client:
+                assert await client.submit(sum, range(1000)) == 499500
+                assert adopted, "no connection was handed to the scheduler"
+                # The scheduler's end of the client's comm faces the client's own socket,
+                # not an outbound socket of the proxy.
+                client_end = client.scheduler_comm.comm.local_address
+                scheduler_peer = scheduler.client_comms[client.id].comm.peer_address
+                assert client_end.rsplit(":", 1)[1] == scheduler_peer.rsplit(":", 1)[1]
+                assert await proxy.terminate() == 0
+                data = await client.gather(client.submit(os.urandom, 4 * 2**20, pure=False))
+                assert len(data) == 4 * 2**20
+        finally:
+            receiver.stop()
+
+
+async def test_hand_off_falls_back_to_splicing(gateway, tls_echo, cluster_tls, start_proxy):
+    """A hand-off socket nobody listens on, or a receiver that declines: the proxy splices."""
+    from jupyterhub_dask_gateway.proxy.handoff import HandoffReceiver
+
+    declined = []
+
+    def decline(sock, peer):
+        declined.append(peer)
+        raise RuntimeError("not today")
+
+    socket_name = f"@jhdg-test-{os.urandom(8).hex()}"
+    receiver = HandoffReceiver(socket_name, decline)
+    receiver.start()
+    try:
+        gateway.set_routes(
+            {"gone": tls_echo.address, "declines": tls_echo.address},
+            {"gone": f"@jhdg-test-nobody-{os.urandom(8).hex()}", "declines": socket_name},
+        )
+        proxy = await start_proxy(gateway.url)
+        await proxy.wait_for_log(r"Route for cluster 'declines'")
+        assert await tls_works(proxy.port, "gone", cluster_tls["client_ctx"])
+        assert await tls_works(proxy.port, "declines", cluster_tls["client_ctx"])
+        assert len(declined) == 1
+        assert tls_echo.seen_sni.count("daskgateway-declines") == 1
+    finally:
+        receiver.stop()
 
 
 async def test_sigterm_exits_cleanly_and_removes_pid_file(

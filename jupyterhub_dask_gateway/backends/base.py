@@ -267,6 +267,15 @@ class Backend(LoggingConfigurable):
             f"{prefix}{role.upper()}__KEY": key_path,
         }
 
+    def handoff_socket(self, cluster) -> str:
+        """The unix socket on which this cluster's scheduler takes connections from the proxy.
+
+        Only for schedulers on the proxy's host running as the proxy's user; ""
+        (the default) makes the proxy splice bytes instead. The gateway uses it
+        only once the scheduler's heartbeat says the socket is listening.
+        """
+        return ""
+
     async def setup(self) -> None:
         """Called once when the gateway starts."""
 

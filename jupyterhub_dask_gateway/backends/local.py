@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import sys
 import time
 
 import psutil
-from traitlets import Float, Integer, List, Unicode, default
+from traitlets import Bool, Float, Integer, List, Unicode, default
 
 from ..errors import BackendError
 from .base import Backend
@@ -60,6 +61,13 @@ class LocalBackend(Backend):
         min=0,
         help="Pre-started interpreters kept ready to become schedulers or workers; "
         "0 disables the pool (each process then pays the ~1.5 s import time).",
+    ).tag(config=True)
+
+    socket_handoff = Bool(
+        True,
+        help="Let the proxy pass each client connection's socket to the scheduler "
+        "(SCM_RIGHTS over a unix socket), so scheduler traffic skips the proxy process. "
+        "False makes the proxy copy every byte, as it must for remote schedulers.",
     ).tag(config=True)
 
     sigint_timeout = Float(10, help="Seconds to wait after SIGINT before SIGTERM.").tag(config=True)
@@ -254,10 +262,19 @@ class LocalBackend(Backend):
             **env,
             **self.tls_env("scheduler", cert, key),
         }
+        if self.socket_handoff:
+            # Abstract namespace: no path length limit; the random name and a uid check on
+            # both ends (proxy/handoff.py) keep other users out.
+            full_env["JHDG_HANDOFF_SOCKET"] = f"@jhdg-handoff-{secrets.token_hex(16)}"
         log = os.path.join(workdir, "logs", "scheduler.log")
         state = await self._launch(self.scheduler_command(cluster), full_env, workdir, log)
         state["workdir"] = workdir
+        if self.socket_handoff:
+            state["handoff_socket"] = full_env["JHDG_HANDOFF_SOCKET"]
         return state
+
+    def handoff_socket(self, cluster) -> str:
+        return cluster.state.get("handoff_socket", "") if self.socket_handoff else ""
 
     async def stop_cluster(self, cluster):
         await self._stop_process(cluster.state)

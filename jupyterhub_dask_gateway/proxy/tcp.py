@@ -2,11 +2,14 @@
 
 This module owns the data plane and the proxy's copy of the route table:
 
-- :class:`TCPProxy` accepts connections, peeks the first bytes (parsed by
-  :func:`.sni.parse_sni`) under a handshake timeout, picks a target and splices
-  bytes both ways without decrypting them: SNI ``daskgateway-<name>`` goes to
-  that cluster's scheduler, plain HTTP (or TLS for any other name) goes to the
-  gateway's HTTP port, anything malformed or for an unknown cluster is closed.
+- :class:`TCPProxy` accepts connections, peeks the first bytes (``MSG_PEEK``,
+  parsed by :func:`.sni.parse_sni`) under a handshake timeout, picks a target
+  and splices bytes both ways without decrypting them: SNI
+  ``daskgateway-<name>`` goes to that cluster's scheduler, plain HTTP (or TLS
+  for any other name) goes to the gateway's HTTP port, anything malformed or
+  for an unknown cluster is closed. A scheduler on this host that offers a
+  hand-off socket gets the connection itself (:mod:`.handoff`), so its bytes
+  skip the proxy.
 - :class:`RouteSync` keeps the table in step with the gateway by long-polling
   ``GET {gateway_url}api/v1/routes?since=<version>``; while the gateway is
   away the last table stays in force, so established and new scheduler
@@ -24,12 +27,14 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterable
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from .sni import INVALID, MAX_HELLO_SIZE, NEED_MORE, NOT_TLS, parse_sni
+from .handoff import HandedOff, hand_off
+from .sni import INVALID, MAX_HELLO_SIZE, NEED_MORE, NOT_TLS, SNIResult, parse_sni
 
 __all__ = ["SNI_PREFIX", "RouteSync", "TCPProxy", "parse_host_port", "run_proxy"]
 
@@ -95,6 +100,9 @@ class _Half(asyncio.BufferedProtocol):
         # backpressure kicks in (pause_writing below).
         transport.set_write_buffer_limits(high=self.proxy.high_water)
         self.proxy._halves.add(self)
+        if self.peer is None:
+            # The client side is wrapped before its target is connected; its bytes wait.
+            transport.pause_reading()
 
     def get_buffer(self, sizehint):
         return self.proxy._buffer.view
@@ -132,116 +140,40 @@ class _Half(asyncio.BufferedProtocol):
             self.peer.transport.close()
 
 
-class _Inbound(_Half):
-    """The client side: peeks the ClientHello, chooses a target, then splices."""
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    fut = loop.create_future()
+    loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
+    try:
+        await fut
+    finally:
+        # Synchronously: the caller may close the socket (and its fd number be reused) next.
+        loop.remove_reader(fd)
 
-    def __init__(self, proxy: TCPProxy):
-        super().__init__(proxy)
-        self.hello = bytearray(MAX_HELLO_SIZE)
-        self.filled = 0
-        self.needed = 1
-        self.timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport):
-        super().connection_made(transport)
-        self.timer = asyncio.get_running_loop().call_later(
-            self.proxy.handshake_timeout, self._handshake_timed_out
-        )
+async def peek_hello(sock: socket.socket) -> SNIResult | None:
+    """Peek (``MSG_PEEK``) until :func:`.sni.parse_sni` can decide; None on EOF mid-hello.
 
-    def _handshake_timed_out(self):
-        self.timer = None
-        log.debug("Closing %s: no ClientHello within the handshake timeout", self._peername())
-        self.transport.abort()
-
-    def _peername(self):
-        peer = self.transport.get_extra_info("peername") if self.transport else None
-        return f"{peer[0]}:{peer[1]}" if peer else "client"
-
-    def get_buffer(self, sizehint):
-        if self.hello is not None:
-            return memoryview(self.hello)[self.filled :]
-        return super().get_buffer(sizehint)
-
-    def buffer_updated(self, nbytes):
-        if self.hello is None:
-            return super().buffer_updated(nbytes)
-        self.filled += nbytes
-        if self.filled < self.needed:
-            # A hello trickling in byte by byte must not cost a parse per byte.
-            return
-        result = parse_sni(memoryview(self.hello)[: self.filled])
-        status, server_name = result
-        if status is NEED_MORE:
-            self.needed = result.needed
-            return
-        self._cancel_timer()
-        # Nothing more is read until the target is connected; the peeked bytes wait here.
-        self.transport.pause_reading()
-        if status is INVALID:
-            log.debug("Closing %s: malformed TLS ClientHello", self._peername())
-            self.transport.abort()
-            return
-        if status is not NOT_TLS and server_name and server_name.startswith(SNI_PREFIX):
-            cluster = server_name[len(SNI_PREFIX) :]
-            target = self.proxy.routes.get(cluster)
-            if target is None:
-                log.info("Closing %s: no route for cluster %r", self._peername(), cluster)
-                self.transport.abort()
-                return
-            what = f"cluster {cluster!r}"
-        else:
-            target = self.proxy.http_target
-            if target is None:
-                log.debug("Closing %s: not TLS for a cluster and no HTTP target", self._peername())
-                self.transport.abort()
-                return
-            what = "the gateway"
-        self.proxy._spawn(self._connect(target, what))
-
-    def eof_received(self):
-        # Reading pauses once a target is chosen and resumes after the peeked bytes
-        # are handed over, so an EOF seen while peeking means an incomplete hello.
-        if self.hello is not None:
-            self._cancel_timer()
-            return False
-        return super().eof_received()
-
-    def connection_lost(self, exc):
-        self._cancel_timer()
-        super().connection_lost(exc)
-
-    def _cancel_timer(self):
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    async def _connect(self, target: tuple[str, int], what: str) -> None:
-        upstream = _Half(self.proxy)
-        upstream.peer = self
-        loop = asyncio.get_running_loop()
-        try:
-            await asyncio.wait_for(
-                loop.create_connection(lambda: upstream, *target),
-                self.proxy.connect_timeout,
-            )
-        except (OSError, asyncio.TimeoutError) as e:
-            log.warning(
-                "Could not connect %s to %s at %s:%d: %s",
-                self._peername(),
-                what,
-                *target,
-                e or "timed out",
-            )
-            self.transport.abort()
-            return
-        if self.lost:
-            upstream.transport.close()
-            return
-        log.debug("Connected %s to %s at %s:%d", self._peername(), what, *target)
-        upstream.transport.write(bytes(self.hello[: self.filled]))
-        self.hello = None
-        self.peer = upstream
-        self.transport.resume_reading()
+    The bytes stay in the kernel, so the connection can still be handed to a
+    scheduler whole. ``SO_RCVLOWAT`` makes the socket readable only once the
+    bytes the parser asked for are there (or at EOF), so a hello that trickles
+    in costs one wake-up per step, not a busy loop.
+    """
+    loop = asyncio.get_running_loop()
+    needed = 1
+    try:
+        while True:
+            await _readable(loop, sock.fileno())
+            data = sock.recv(MAX_HELLO_SIZE, socket.MSG_PEEK)
+            if len(data) < needed:
+                return None  # readable below the low-water mark: the peer closed
+            result = parse_sni(data)
+            if result.status is not NEED_MORE:
+                return result
+            needed = result.needed
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, needed)
+    finally:
+        if needed > 1:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
 
 
 class RouteSync:
@@ -249,7 +181,8 @@ class RouteSync:
 
     The contract: ``GET {gateway_url}api/v1/routes[?since=<version>]`` with
     ``Authorization: token <token>`` answers ``{"version": int, "routes":
-    {name: "host:port"}}`` (the full table), holding the request while
+    {name: "host:port"}, "handoff": {name: "/unix/socket"}}`` (the full table;
+    ``handoff`` is optional), holding the request while
     ``since`` is current. Errors keep the current table and retry with capped
     exponential backoff; after an error the next request omits ``since`` so a
     restarted gateway (whose versions start over) always sends its table.
@@ -261,7 +194,7 @@ class RouteSync:
     token : str
         The proxy token shared with the gateway.
     on_update : callable
-        Called as ``on_update(version, routes)`` with each new table.
+        Called as ``on_update(version, routes, handoff)`` with each new table.
     poll_timeout : float
         Seconds to wait for one (long-poll) response before retrying.
     connect_timeout : float
@@ -310,8 +243,8 @@ class RouteSync:
         if client is not None:
             client.close()
 
-    async def fetch(self, since: int | None) -> tuple[int, dict[str, tuple[str, int]]]:
-        """One request; returns ``(version, routes)`` or raises on any failure."""
+    async def fetch(self, since: int | None):
+        """One request; returns ``(version, routes, handoff)`` or raises on any failure."""
         url = self.url if since is None else f"{self.url}?since={since}"
         response = await self._client.fetch(
             url,
@@ -329,7 +262,7 @@ class RouteSync:
         while True:
             started = time.monotonic()
             try:
-                version, routes = await self.fetch(since)
+                version, routes, handoff = await self.fetch(since)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -355,7 +288,7 @@ class RouteSync:
                 outage_since = None
             delay = self.backoff_min
             unchanged = version == since
-            self.on_update(version, routes)
+            self.on_update(version, routes, handoff)
             self.synced.set()
             since = version
             if unchanged and time.monotonic() - started < self.backoff_min:
@@ -369,7 +302,7 @@ def _describe(error: Exception) -> str:
     return str(error) or type(error).__name__
 
 
-def _parse_routes(body: bytes) -> tuple[int, dict[str, tuple[str, int]]]:
+def _parse_routes(body: bytes) -> tuple[int, dict[str, tuple[str, int]], dict[str, str]]:
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -386,7 +319,11 @@ def _parse_routes(body: bytes) -> tuple[int, dict[str, tuple[str, int]]]:
             table[name] = parse_host_port(target)
         except ValueError:
             log.warning("Ignoring route %r with invalid target %r", name, target)
-    return version, table
+    handoff = data.get("handoff")
+    if not isinstance(handoff, dict):
+        handoff = {}
+    handoff = {n: p for n, p in handoff.items() if isinstance(p, str) and p[:1] in ("/", "@")}
+    return version, table, handoff
 
 
 class TCPProxy:
@@ -435,12 +372,13 @@ class TCPProxy:
         self.connect_timeout = connect_timeout
         self.high_water = high_water
         self.routes: dict[str, tuple[str, int]] = {}
+        self.handoff: dict[str, str] = {}
         self.routes_version: int | None = None
         self.address: tuple[str, int] | None = None
         self._buffer = _SharedBuffer(chunk_size)
         self._halves: set[_Half] = set()
         self._tasks: set[asyncio.Task] = set()
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
         self._sync = (
             RouteSync(gateway_url, token, self.set_routes, poll_timeout=poll_timeout)
             if gateway_url
@@ -452,33 +390,50 @@ class TCPProxy:
         """Set once the first route table has arrived (``None`` without a gateway URL)."""
         return self._sync.synced if self._sync else None
 
-    def set_routes(self, version: int | None, routes: dict[str, tuple[str, int]]) -> None:
-        """Replace the route table (logging what changed)."""
+    def set_routes(
+        self,
+        version: int | None,
+        routes: dict[str, tuple[str, int]],
+        handoff: dict[str, str] | None = None,
+    ) -> None:
+        """Replace the route table (logging what changed).
+
+        ``handoff`` maps cluster names to the unix socket of a scheduler on this
+        host that takes its connections itself (see :mod:`.handoff`).
+        """
+        handoff = {name: path for name, path in (handoff or {}).items() if name in routes}
         for name in self.routes.keys() - routes.keys():
             log.info("Removed route for cluster %r", name)
         for name, target in routes.items():
-            if self.routes.get(name) != target:
-                log.info("Route for cluster %r -> %s:%d", name, *target)
+            if self.routes.get(name) != target or self.handoff.get(name) != handoff.get(name):
+                how = " (socket hand-off)" if name in handoff else ""
+                log.info("Route for cluster %r -> %s:%d%s", name, *target, how)
         self.routes = dict(routes)
+        self.handoff = handoff
         self.routes_version = version
 
     async def start(self) -> None:
-        if self._server is not None:
+        if self._listener is not None:
             return
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Inbound(self), *self.listen, backlog=1024, reuse_address=True
-        )
-        self.address = self._server.sockets[0].getsockname()[:2]
+        # Our own accept loop rather than loop.create_server: a transport would read the
+        # ClientHello, and it must stay in the kernel so the socket can be handed off whole.
+        host, port = self.listen
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.create_server((host, port), family=family, backlog=1024)
+        listener.setblocking(False)
+        self._listener = listener
+        self.address = listener.getsockname()[:2]
+        asyncio.get_running_loop().add_reader(listener.fileno(), self._accept)
         log.info("Dask Gateway proxy listening on %s:%d", *self.address)
         if self._sync is not None:
             self._sync.start()
 
     async def stop(self) -> None:
         """Stop listening, drop every connection and stop syncing. Idempotent."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            asyncio.get_running_loop().remove_reader(listener.fileno())
+            listener.close()
             log.info("Dask Gateway proxy stopping (%d open sockets)", len(self._halves))
         if self._sync is not None:
             await self._sync.stop()
@@ -488,8 +443,94 @@ class TCPProxy:
             half.transport.abort()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
+
+    def _accept(self) -> None:
+        # Drain the backlog: one wake-up may stand for many connections.
+        for _ in range(64):
+            try:
+                sock, peer = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                # EMFILE and friends: log and let the next wake-up retry.
+                log.warning("accept() failed: %s", e)
+                return
+            sock.setblocking(False)
+            self._spawn(self._route(sock, f"{peer[0]}:{peer[1]}"))
+
+    async def _route(self, sock: socket.socket, peer: str) -> None:
+        """Peek the hello, then hand the socket off, splice it, or close it."""
+        try:
+            target, what, path = await self._choose(sock, peer)
+            if path is not None:
+                try:
+                    taken = await hand_off(path, sock)
+                except HandedOff as e:
+                    log.warning("Closing %s: hand-off to %s unclear: %s", peer, what, e)
+                    taken = True
+                if taken:
+                    log.debug("Handed %s to %s", peer, what)
+                    # Only our descriptor closes; the scheduler holds the connection.
+                    target = None
+        except BaseException:
+            # Cancelled (the proxy is stopping): the socket is still ours alone.
+            sock.close()
+            raise
+        if target is None:
+            sock.close()
+        else:
+            await self._splice(sock, peer, target, what)
+
+    async def _choose(self, sock: socket.socket, peer: str):
+        """``(target, what, handoff_path)``; a None target means close the connection."""
+        try:
+            result = await asyncio.wait_for(peek_hello(sock), self.handshake_timeout)
+        except asyncio.TimeoutError:
+            log.debug("Closing %s: no ClientHello within the handshake timeout", peer)
+            return None, "", None
+        except OSError as e:
+            log.debug("Closing %s: %s", peer, e)
+            return None, "", None
+        if result is None or result.status is INVALID:
+            log.debug("Closing %s: malformed or incomplete TLS ClientHello", peer)
+            return None, "", None
+        status, server_name = result
+        if status is not NOT_TLS and server_name and server_name.startswith(SNI_PREFIX):
+            cluster = server_name[len(SNI_PREFIX) :]
+            target = self.routes.get(cluster)
+            if target is None:
+                log.info("Closing %s: no route for cluster %r", peer, cluster)
+            return target, f"cluster {cluster!r}", self.handoff.get(cluster)
+        if self.http_target is None:
+            log.debug("Closing %s: not TLS for a cluster and no HTTP target", peer)
+        return self.http_target, "the gateway", None
+
+    async def _splice(self, sock: socket.socket, peer: str, target: tuple[str, int], what: str):
+        loop = asyncio.get_running_loop()
+        inbound = _Half(self)
+        try:
+            await loop.connect_accepted_socket(lambda: inbound, sock)
+        except OSError as e:
+            log.debug("Closing %s: %s", peer, e)
+            return sock.close()
+        upstream = _Half(self)
+        upstream.peer = inbound
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(lambda: upstream, *target), self.connect_timeout
+            )
+        except (OSError, asyncio.TimeoutError) as e:
+            log.warning(
+                "Could not connect %s to %s at %s:%d: %s", peer, what, *target, e or "timed out"
+            )
+            inbound.transport.abort()
+            return
+        if inbound.lost:
+            upstream.transport.close()
+            return
+        log.debug("Connected %s to %s at %s:%d", peer, what, *target)
+        inbound.peer = upstream
+        inbound.transport.resume_reading()
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -530,6 +530,9 @@ def phase_list(list_servers, res: Results, runs: int, scratch: Path) -> None:
                 for label, s in targets.items():
                     for v in asyncio.run(_raw_list_latency(s.address, reps, "alice")):
                         res.add(f"GET /api/v1/clusters/ (raw HTTP), {target} clusters", label, v)
+                for label, s in list_servers.items():  # context: without the proxy in front
+                    for v in asyncio.run(_raw_list_latency(s.api_address, reps, "alice")):
+                        res.add(f"GET /api/v1/clusters/ (API port), {target} clusters", label, v)
             finally:
                 clients[LIMIT].close()
                 static.stop()
@@ -681,6 +684,11 @@ def build_table(res: Results, args) -> str:
             row(
                 f"GET /api/v1/clusters/ with {n} clusters (raw HTTP, public port)",
                 f"GET /api/v1/clusters/ (raw HTTP), {n} clusters",
+                "ms",
+            )
+            row(
+                f"context: the same straight to the API port (no proxy), {n} clusters",
+                f"GET /api/v1/clusters/ (API port), {n} clusters",
                 "ms",
             )
     if "API req/s (public port)" in s:

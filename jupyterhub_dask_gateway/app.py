@@ -30,6 +30,7 @@ from .auth import BasicAuthenticator, JupyterHubAuthenticator, load_authenticato
 from .backends.base import Backend, ClusterConfig, MemoryLimit, load_backend_class
 from .backends.local import LocalBackend
 from .handlers import default_handlers
+from .proxy.handoff import HandoffReceiver
 from .quotas import Quotas
 from .reconcile import ClusterManager
 from .store import Store, load_or_create_key_file
@@ -282,9 +283,17 @@ class DaskGateway(Application):
         config=True
     )
 
+    socket_handoff = Bool(
+        True,
+        help="Let the proxy pass HTTP connections on the public port to this process's API "
+        "server (SCM_RIGHTS over a unix socket) instead of copying their bytes; the API then "
+        "also sees the clients' own addresses. Schedulers: LocalBackend.socket_handoff.",
+    ).tag(config=True)
+
     # --- runtime objects ---------------------------------------------------------------
     backend = Instance(Backend, allow_none=True)
     manager = Instance(ClusterManager, allow_none=True)
+    _api_handoff: HandoffReceiver | None = None
 
     @default("log_level")
     def _default_log_level(self):
@@ -418,6 +427,8 @@ class DaskGateway(Application):
             idle_connection_timeout=120,
         )
         self.http_server.listen(port, address=host)
+        if self.socket_handoff:
+            self._start_api_handoff()
         self.log.info(
             "Dask Gateway %s API at http://%s:%d%s (backend %s, auth %s)",
             __version__,
@@ -429,6 +440,21 @@ class DaskGateway(Application):
         )
         if self.start_proxy and self.proxy_address:
             await self._ensure_proxy()
+
+    def _start_api_handoff(self):
+        # Tornado's TCPServer takes a socket as its own accept would only through this
+        # private method; without it the proxy keeps splicing (as before).
+        adopt = getattr(self.http_server, "_handle_connection", None)
+        if adopt is None:
+            return
+        receiver = HandoffReceiver(f"@jhdg-api-{secrets.token_hex(16)}", adopt)
+        try:
+            receiver.start()
+        except OSError as e:
+            self.log.warning("API connection hand-off unavailable: %s", e)
+            return
+        self._api_handoff = receiver
+        self.manager.routes.http_handoff = receiver.path
 
     def _cookie_secret(self) -> bytes:
         return _read_or_create_secret(os.path.join(self.state_dir, "cookie.secret")).encode()
@@ -526,6 +552,8 @@ class DaskGateway(Application):
     async def stop_async(self):
         self.log.info("Shutting down")
         self.http_server.stop()
+        if self._api_handoff is not None:
+            self._api_handoff.stop()
         await self.manager.shutdown(self.stop_clusters_on_shutdown)
         await self.backend.cleanup()
         await self.authenticator.cleanup()

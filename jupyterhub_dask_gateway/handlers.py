@@ -161,10 +161,9 @@ class ClustersHandler(BaseHandler):
         for c in self.manager.clusters.values():
             if not listed(c, user, statuses):
                 continue
-            # Each model's JSON is cached on the cluster (names are hex, no escaping needed).
-            parts.append(f'"{c.name}":{c.to_wire_json(prefix)}')
+            parts.append(c.listing_entry(prefix))  # cached encoded JSON
         self.set_header("Content-Type", "application/json")
-        self.finish("{" + ",".join(parts) + "}")
+        self.finish(b"{" + b",".join(parts) + b"}")
 
     def compute_etag(self):
         # The answer is Cache-Control: no-store; hashing a 100-cluster list (~300 KB of

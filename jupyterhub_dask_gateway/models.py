@@ -120,7 +120,7 @@ class Cluster:
     adaptive: dict | None = None
     workers: dict = field(default_factory=dict)
     last_heartbeat: float = 0.0
-    # (inputs, JSON text) of the last to_wire_json(); see there.
+    # (inputs, encoded entry) of the last listing_entry(); see there.
     _wire_json: tuple | None = field(default=None, repr=False)
 
     @property
@@ -153,18 +153,20 @@ class Cluster:
             "tls_key": self.tls_key if cred else None,
         }
 
-    def to_wire_json(self, dashboard_prefix: str = "") -> str:
-        """``json.dumps(self.to_wire(dashboard_prefix))``, cached while its inputs are unchanged.
+    def listing_entry(self, dashboard_prefix: str = "") -> bytes:
+        """``"<name>":<model JSON>`` as UTF-8, one member of the listing's JSON object.
 
-        A RUNNING cluster's model carries its certificate and key (~3 KB), so listing
-        100 clusters means encoding ~300 KB per request; each model only changes with
-        the status, the dashboard address or the stop time (options and credentials are
-        fixed at creation).
+        Cached while its inputs are unchanged: a RUNNING cluster's model carries its
+        certificate and key (~3 KB), so listing 100 clusters means ~300 KB per request;
+        each model only changes with the status, the dashboard address or the stop
+        time (options and credentials are fixed at creation). Names are hex, so the
+        key needs no escaping.
         """
         key = (dashboard_prefix, self.public_status, bool(self.dashboard_address), self.stop_time)
         cached = self._wire_json
         if cached is None or cached[0] != key:
-            cached = self._wire_json = (key, json.dumps(self.to_wire(dashboard_prefix)))
+            model = json.dumps(self.to_wire(dashboard_prefix))
+            cached = self._wire_json = (key, f'"{self.name}":{model}'.encode())
         return cached[1]
 
     def resources(self) -> tuple[float, int]:

@@ -22,6 +22,8 @@ class RouteTable:
         self.version = int(time.time() * 1000)
         self.routes: dict[str, str] = {}
         self.handoff: dict[str, str] = {}
+        # The gateway's own HTTP server takes connections the same way (set once at start).
+        self.http_handoff = ""
         self._changed = asyncio.Event()
 
     def _bump(self):
@@ -57,4 +59,9 @@ class RouteTable:
             pass
 
     def snapshot(self) -> dict:
-        return {"version": self.version, "routes": dict(self.routes), "handoff": dict(self.handoff)}
+        return {
+            "version": self.version,
+            "routes": dict(self.routes),
+            "handoff": dict(self.handoff),
+            "http_handoff": self.http_handoff,
+        }

@@ -90,6 +90,7 @@ class FakeGateway:
         self.version = version
         self.routes = dict(routes or {})
         self.handoff = {}
+        self.http_handoff = ""
         self.hold = hold
         self.route_requests = []
         self._changed = asyncio.Event()
@@ -98,6 +99,7 @@ class FakeGateway:
                 (r"/prefix/api/v1/routes", _RoutesHandler, {"gateway": self}),
                 (r"/prefix/hello", _HelloHandler),
                 (r"/prefix/echo", _HelloHandler),
+                (r"/prefix/peer", _PeerHandler),
             ]
         )
         self.server = HTTPServer(app)
@@ -113,9 +115,10 @@ class FakeGateway:
     def address(self):
         return f"127.0.0.1:{self.port}"
 
-    def set_routes(self, routes, handoff=None):
+    def set_routes(self, routes, handoff=None, http_handoff=""):
         self.routes = dict(routes)
         self.handoff = dict(handoff or {})
+        self.http_handoff = http_handoff
         self.version += 1
         self._changed.set()
         self._changed = asyncio.Event()
@@ -148,7 +151,14 @@ class _RoutesHandler(web.RequestHandler):
                 pass
         if self.request.connection.stream.closed():
             return
-        self.write({"version": gw.version, "routes": gw.routes, "handoff": gw.handoff})
+        self.write(
+            {
+                "version": gw.version,
+                "routes": gw.routes,
+                "handoff": gw.handoff,
+                "http_handoff": gw.http_handoff,
+            }
+        )
 
 
 class _HelloHandler(web.RequestHandler):
@@ -157,6 +167,12 @@ class _HelloHandler(web.RequestHandler):
 
     def post(self):
         self.write(hashlib.sha256(self.request.body).hexdigest())
+
+
+class _PeerHandler(web.RequestHandler):
+    def get(self):
+        # The port of the socket this request arrived on, as the server sees it.
+        self.write(str(self.request.connection.stream.socket.getpeername()[1]))
 
 
 class ProxyProcess:
@@ -697,6 +713,37 @@ async def test_hand_off_falls_back_to_splicing(gateway, tls_echo, cluster_tls, s
         assert await tls_works(proxy.port, "declines", cluster_tls["client_ctx"])
         assert len(declined) == 1
         assert tls_echo.seen_sni.count("daskgateway-declines") == 1
+    finally:
+        receiver.stop()
+
+
+async def test_http_connections_are_handed_to_the_gateway(gateway, start_proxy):
+    """With ``http_handoff`` the gateway's HTTP server gets the client's socket itself."""
+    from jupyterhub_dask_gateway.proxy.handoff import HandoffReceiver
+
+    receiver = HandoffReceiver(
+        f"@jhdg-test-{os.urandom(8).hex()}", gateway.server._handle_connection
+    )
+    receiver.start()
+    try:
+        proxy = await start_proxy(gateway.url, gateway.address)
+
+        async def peer_port_seen_by_gateway():
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            try:
+                writer.write(b"GET /prefix/peer HTTP/1.0\r\nHost: x\r\n\r\n")
+                response = await asyncio.wait_for(reader.read(), 10)
+                ours = writer.get_extra_info("sockname")[1]
+                return ours, int(response.rsplit(b"\r\n\r\n", 1)[1])
+            finally:
+                await close_writer(writer)
+
+        ours, seen = await peer_port_seen_by_gateway()
+        assert seen != ours  # spliced: the gateway sees the proxy's own socket
+        gateway.set_routes({}, http_handoff=receiver.path)
+        await proxy.wait_for_log(r"HTTP connections: socket hand-off")
+        ours, seen = await peer_port_seen_by_gateway()
+        assert seen == ours
     finally:
         receiver.stop()
 

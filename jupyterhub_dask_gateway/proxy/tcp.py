@@ -181,8 +181,8 @@ class RouteSync:
 
     The contract: ``GET {gateway_url}api/v1/routes[?since=<version>]`` with
     ``Authorization: token <token>`` answers ``{"version": int, "routes":
-    {name: "host:port"}, "handoff": {name: "/unix/socket"}}`` (the full table;
-    ``handoff`` is optional), holding the request while
+    {name: "host:port"}, "handoff": {name: "@socket"}, "http_handoff": "@socket"}``
+    (the full table; the hand-off keys are optional), holding the request while
     ``since`` is current. Errors keep the current table and retry with capped
     exponential backoff; after an error the next request omits ``since`` so a
     restarted gateway (whose versions start over) always sends its table.
@@ -194,7 +194,7 @@ class RouteSync:
     token : str
         The proxy token shared with the gateway.
     on_update : callable
-        Called as ``on_update(version, routes, handoff)`` with each new table.
+        Called as ``on_update(version, routes, handoff, http_handoff)`` with each new table.
     poll_timeout : float
         Seconds to wait for one (long-poll) response before retrying.
     connect_timeout : float
@@ -244,7 +244,7 @@ class RouteSync:
             client.close()
 
     async def fetch(self, since: int | None):
-        """One request; returns ``(version, routes, handoff)`` or raises on any failure."""
+        """One request; returns ``(version, routes, handoff, http_handoff)`` or raises."""
         url = self.url if since is None else f"{self.url}?since={since}"
         response = await self._client.fetch(
             url,
@@ -262,7 +262,7 @@ class RouteSync:
         while True:
             started = time.monotonic()
             try:
-                version, routes, handoff = await self.fetch(since)
+                version, *table = await self.fetch(since)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -288,7 +288,7 @@ class RouteSync:
                 outage_since = None
             delay = self.backoff_min
             unchanged = version == since
-            self.on_update(version, routes, handoff)
+            self.on_update(version, *table)
             self.synced.set()
             since = version
             if unchanged and time.monotonic() - started < self.backoff_min:
@@ -302,7 +302,7 @@ def _describe(error: Exception) -> str:
     return str(error) or type(error).__name__
 
 
-def _parse_routes(body: bytes) -> tuple[int, dict[str, tuple[str, int]], dict[str, str]]:
+def _parse_routes(body: bytes):
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -322,8 +322,13 @@ def _parse_routes(body: bytes) -> tuple[int, dict[str, tuple[str, int]], dict[st
     handoff = data.get("handoff")
     if not isinstance(handoff, dict):
         handoff = {}
-    handoff = {n: p for n, p in handoff.items() if isinstance(p, str) and p[:1] in ("/", "@")}
-    return version, table, handoff
+    handoff = {n: p for n, p in handoff.items() if _is_unix_address(p)}
+    http_handoff = data.get("http_handoff")
+    return version, table, handoff, http_handoff if _is_unix_address(http_handoff) else ""
+
+
+def _is_unix_address(value) -> bool:
+    return isinstance(value, str) and value[:1] in ("/", "@")
 
 
 class TCPProxy:
@@ -373,6 +378,7 @@ class TCPProxy:
         self.high_water = high_water
         self.routes: dict[str, tuple[str, int]] = {}
         self.handoff: dict[str, str] = {}
+        self.http_handoff = ""
         self.routes_version: int | None = None
         self.address: tuple[str, int] | None = None
         self._buffer = _SharedBuffer(chunk_size)
@@ -395,12 +401,17 @@ class TCPProxy:
         version: int | None,
         routes: dict[str, tuple[str, int]],
         handoff: dict[str, str] | None = None,
+        http_handoff: str = "",
     ) -> None:
         """Replace the route table (logging what changed).
 
         ``handoff`` maps cluster names to the unix socket of a scheduler on this
-        host that takes its connections itself (see :mod:`.handoff`).
+        host that takes its connections itself (see :mod:`.handoff`);
+        ``http_handoff`` is the same for the gateway's HTTP server.
         """
+        if http_handoff != self.http_handoff:
+            log.info("HTTP connections: %s", "socket hand-off" if http_handoff else "spliced")
+            self.http_handoff = http_handoff
         handoff = {name: path for name, path in (handoff or {}).items() if name in routes}
         for name in self.routes.keys() - routes.keys():
             log.info("Removed route for cluster %r", name)
@@ -503,7 +514,7 @@ class TCPProxy:
             return target, f"cluster {cluster!r}", self.handoff.get(cluster)
         if self.http_target is None:
             log.debug("Closing %s: not TLS for a cluster and no HTTP target", peer)
-        return self.http_target, "the gateway", None
+        return self.http_target, "the gateway", self.http_handoff or None
 
     async def _splice(self, sock: socket.socket, peer: str, target: tuple[str, int], what: str):
         loop = asyncio.get_running_loop()

@@ -17,7 +17,7 @@ from tornado import web
 
 from . import __version__
 from .errors import BadRequest, Conflict, Forbidden, GatewayError, NotFound, Unauthorized
-from .models import ClusterStatus
+from .models import Cluster, ClusterStatus
 from .proxy.dashboard import DashboardProxyHandler
 
 
@@ -157,13 +157,25 @@ class ClustersHandler(BaseHandler):
         statuses = parse_status_filter(self.get_query_argument("status", None))
         user = self.current_user
         prefix = self.gateway.dashboard_route_prefix
-        parts = []
-        for c in self.manager.clusters.values():
-            if not listed(c, user, statuses):
-                continue
-            parts.append(c.listing_entry(prefix))  # cached encoded JSON
+        key = (user.name, frozenset(user.groups), statuses and frozenset(statuses), prefix)
+        generation = Cluster.listing_generation
+        # Clients poll their list; the answer is reused until any cluster changes.
+        listings = self.manager.listings
+        cached = listings.get(key)
+        if cached is not None and cached[0] == generation:
+            body = cached[1]
+        else:
+            parts = [
+                c.listing_entry(prefix)  # cached encoded JSON
+                for c in self.manager.clusters.values()
+                if listed(c, user, statuses)
+            ]
+            body = b"{" + b",".join(parts) + b"}"
+            if len(listings) >= 64:
+                listings.clear()
+            listings[key] = (generation, body)
         self.set_header("Content-Type", "application/json")
-        self.finish(b"{" + b",".join(parts) + b"}")
+        self.finish(body)
 
     def compute_etag(self):
         # The answer is Cache-Control: no-store; hashing a 100-cluster list (~300 KB of

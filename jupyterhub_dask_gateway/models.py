@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 
 class JobStatus(enum.IntEnum):
@@ -97,6 +98,12 @@ class Worker:
         return not self.status.done
 
 
+# Cluster fields a listing depends on (which clusters it shows, and their JSON).
+_LISTED_FIELDS = frozenset(
+    {"status", "target", "dashboard_address", "stop_time", "shared_groups", "options"}
+)
+
+
 @dataclass(eq=False)
 class Cluster:
     name: str
@@ -120,8 +127,23 @@ class Cluster:
     adaptive: dict | None = None
     workers: dict = field(default_factory=dict)
     last_heartbeat: float = 0.0
-    # (inputs, encoded entry) of the last listing_entry(); see there.
+    # (dashboard prefix, encoded entry) of the last listing_entry(); see there.
     _wire_json: tuple | None = field(default=None, repr=False)
+
+    # Bumped whenever any cluster changes in a way a listing shows (see listings_changed),
+    # so a listing answer can be reused until then.
+    listing_generation: ClassVar[int] = 0
+
+    def __setattr__(self, name, value):
+        if name in _LISTED_FIELDS:
+            object.__setattr__(self, "_wire_json", None)
+            Cluster.listings_changed()
+        object.__setattr__(self, name, value)
+
+    @staticmethod
+    def listings_changed() -> None:
+        """Call when the set of clusters changes; attribute changes call it themselves."""
+        Cluster.listing_generation += 1
 
     @property
     def public_status(self) -> ClusterStatus:
@@ -156,17 +178,15 @@ class Cluster:
     def listing_entry(self, dashboard_prefix: str = "") -> bytes:
         """``"<name>":<model JSON>`` as UTF-8, one member of the listing's JSON object.
 
-        Cached while its inputs are unchanged: a RUNNING cluster's model carries its
-        certificate and key (~3 KB), so listing 100 clusters means ~300 KB per request;
-        each model only changes with the status, the dashboard address or the stop
-        time (options and credentials are fixed at creation). Names are hex, so the
-        key needs no escaping.
+        Cached until a field it depends on is assigned (``__setattr__``): a RUNNING
+        cluster's model carries its certificate and key (~3 KB), so listing 100
+        clusters means ~300 KB per request. Names are hex, so the key needs no escaping.
         """
-        key = (dashboard_prefix, self.public_status, bool(self.dashboard_address), self.stop_time)
         cached = self._wire_json
-        if cached is None or cached[0] != key:
+        if cached is None or cached[0] != dashboard_prefix:
             model = json.dumps(self.to_wire(dashboard_prefix))
-            cached = self._wire_json = (key, f'"{self.name}":{model}'.encode())
+            cached = (dashboard_prefix, f'"{self.name}":{model}'.encode())
+            object.__setattr__(self, "_wire_json", cached)
         return cached[1]
 
     def resources(self) -> tuple[float, int]:

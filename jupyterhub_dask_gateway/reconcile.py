@@ -37,6 +37,9 @@ class ClusterManager:
         self.log = log
         self.clusters: dict[str, Cluster] = {}
         self.routes = RouteTable()
+        # Listing answers: (user, groups, status filter, prefix) ->
+        # (Cluster.listing_generation, body); see handlers.ClustersHandler.
+        self.listings: dict[tuple, tuple[int, bytes]] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -137,6 +140,7 @@ class ClusterManager:
             shared_groups=shared,
         )
         self.clusters[name] = cluster
+        Cluster.listings_changed()
         self.store.add_cluster(cluster)
         self.log.info("Created cluster %s for user %s", name, user.name)
         self.queue(cluster)
@@ -585,6 +589,7 @@ class ClusterManager:
         names = self.store.prune(self.app.db_cluster_max_age)
         for name in names:
             self.clusters.pop(name, None)
+            Cluster.listings_changed()
             self._ready.pop(name, None)
             self._locks.pop(name, None)
 

@@ -38,3 +38,30 @@ def test_permissions():
     member = User("bob", frozenset({"team"}))
     assert member.may_view(c) and not member.may_manage(c)
     assert not User("eve", frozenset({"other"})).may_view(c)
+
+
+def test_listing_entry_follows_every_listed_field():
+    """The cached listing JSON (and the listing generation) change with each field it shows."""
+    import json
+
+    c = make()
+    entry = c.listing_entry("/p")
+    assert json.loads(b"{" + entry + b"}")["n"]["status"] == "PENDING"
+    assert c.listing_entry("/p") is entry  # cached
+    changes = [
+        ("status", JobStatus.RUNNING, lambda m: m["status"] == "RUNNING" and m["tls_key"] == "K"),
+        ("dashboard_address", "http://d", lambda m: m["dashboard_route"] == "/p/clusters/n/status"),
+        ("target", JobStatus.STOPPED, lambda m: m["status"] == "STOPPING"),
+        ("stop_time", 5, lambda m: m["stop_time"] == 5),
+    ]
+    for field, value, check in changes:
+        generation = Cluster.listing_generation
+        setattr(c, field, value)
+        assert Cluster.listing_generation > generation, field
+        assert check(json.loads(b"{" + c.listing_entry("/p") + b"}")["n"]), field
+    generation = Cluster.listing_generation
+    c.shared_groups = ["team"]  # changes who sees it, not its JSON
+    assert Cluster.listing_generation > generation
+    generation = Cluster.listing_generation
+    c.last_heartbeat = 123.0  # not listed: the cache stays valid
+    assert Cluster.listing_generation == generation

@@ -57,7 +57,7 @@ class HandedOff(Exception):
     """The fd went out but no answer came back: the proxy must not use the socket."""
 
 
-async def hand_off(path: str, sock: socket.socket, timeout: float = 2.0) -> bool:
+async def hand_off(path: str, sock: socket.socket, timeout: float = 10.0) -> bool:
     """Pass ``sock`` to the receiver at ``path``.
 
     Returns True when the receiver took the connection (close your copy, do

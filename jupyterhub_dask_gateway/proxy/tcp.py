@@ -475,7 +475,7 @@ class TCPProxy:
             target, what, path = await self._choose(sock, peer)
             if path is not None:
                 try:
-                    taken = await hand_off(path, sock)
+                    taken = await hand_off(path, sock, timeout=self.connect_timeout)
                 except HandedOff as e:
                     log.warning("Closing %s: hand-off to %s unclear: %s", peer, what, e)
                     taken = True

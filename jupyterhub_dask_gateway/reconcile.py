@@ -279,7 +279,9 @@ class ClusterManager:
                 self.backend.handoff_socket(cluster) if ready else "",
             )
         count = msg.get("count")
-        if isinstance(count, int) and count >= 0:
+        # Only a new count (adaptive's) needs clamping; the quota check walks the owner's
+        # clusters, which every steady heartbeat of every cluster would otherwise repeat.
+        if isinstance(count, int) and count >= 0 and count != cluster.count:
             count, _ = self.clamp_workers(cluster, count)
             if count != cluster.count:
                 cluster.count = count

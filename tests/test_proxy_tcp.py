@@ -748,6 +748,52 @@ async def test_http_connections_are_handed_to_the_gateway(gateway, start_proxy):
         receiver.stop()
 
 
+async def test_descriptor_exhaustion_pauses_accepts(gateway, tmp_path):
+    """Out of file descriptors, the proxy pauses accepting (no busy loop) and recovers."""
+    import resource
+
+    import psutil
+
+    def small_fd_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+
+    log_path = tmp_path / "proxy.log"
+    with open(log_path, "wb") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "jupyterhub_dask_gateway.proxy", "--listen", "127.0.0.1:0"],
+            *["--gateway-url", gateway.url, "--http-target", gateway.address],
+            *["--handshake-timeout", "60"],
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "JHDG_PROXY_TOKEN": TOKEN},
+            preexec_fn=small_fd_limit,
+        )
+    proxy = ProxyProcess(proc, log_path)
+    idle = []
+    try:
+        port = int((await proxy.wait_for_log(r"listening on 127\.0\.0\.1:(\d+)")).group(1))
+        # Silent connections hold a descriptor each until the handshake timeout.
+        for _ in range(60):
+            idle.append(await asyncio.open_connection("127.0.0.1", port))
+        await proxy.wait_for_log(r"accept\(\) failed: .*pausing accepts")
+        assert psutil.Process(proc.pid).cpu_percent(interval=1.0) < 50
+        for _, writer in idle:
+            writer.close()
+        idle.clear()
+
+        async def serves_again():
+            try:
+                return await http_get(port) == "hello from the gateway"
+            except OSError:
+                return False
+
+        await wait_for(serves_again, what="the proxy serving again")
+    finally:
+        for _, writer in idle:
+            writer.close()
+        await proxy.terminate()
+
+
 async def test_sigterm_exits_cleanly_and_removes_pid_file(
     gateway, tls_echo, cluster_tls, tmp_path, start_proxy
 ):

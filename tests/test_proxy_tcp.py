@@ -568,15 +568,11 @@ async def test_bulk_transfer_with_half_close(gateway, start_proxy):
         server.close()
 
 
-async def test_dask_computation_through_proxy(gateway, cluster_tls, start_proxy):
-    """The unmodified dask-gateway client comm, TLS end-to-end to a real scheduler."""
-    import dask_gateway  # noqa: F401  (registers the gateway:// comm)
-    from dask_gateway.client import GatewaySecurity
-    from distributed import Client, Scheduler, Worker
+def tls_security(cluster_tls):
     from distributed.security import Security
 
     key_file, cert_file = cluster_tls["key_file"], cluster_tls["cert_file"]
-    security = Security(
+    return Security(
         tls_ca_file=cert_file,
         tls_scheduler_cert=cert_file,
         tls_scheduler_key=key_file,
@@ -584,6 +580,15 @@ async def test_dask_computation_through_proxy(gateway, cluster_tls, start_proxy)
         tls_worker_key=key_file,
         require_encryption=True,
     )
+
+
+async def test_dask_computation_through_proxy(gateway, cluster_tls, start_proxy):
+    """The unmodified dask-gateway client comm, TLS end-to-end to a real scheduler."""
+    import dask_gateway  # noqa: F401  (registers the gateway:// comm)
+    from dask_gateway.client import GatewaySecurity
+    from distributed import Client, Scheduler, Worker
+
+    security = tls_security(cluster_tls)
     async with (
         Scheduler(
             protocol="tls",
@@ -619,20 +624,6 @@ async def test_dask_computation_through_proxy(gateway, cluster_tls, start_proxy)
             # An ordinary rpc over the same proxied comm.
             identity = await client.scheduler.identity()
             assert worker.address in identity["workers"]
-
-
-def tls_security(cluster_tls):
-    from distributed.security import Security
-
-    key_file, cert_file = cluster_tls["key_file"], cluster_tls["cert_file"]
-    return Security(
-        tls_ca_file=cert_file,
-        tls_scheduler_cert=cert_file,
-        tls_scheduler_key=key_file,
-        tls_worker_cert=cert_file,
-        tls_worker_key=key_file,
-        require_encryption=True,
-    )
 
 
 async def test_local_scheduler_takes_handed_off_connections(gateway, cluster_tls, start_proxy):

@@ -32,7 +32,7 @@ import os
 import socket
 import struct
 
-__all__ = ["HandedOff", "HandoffReceiver", "hand_off", "unix_address"]
+__all__ = ["HandedOff", "HandoffReceiver", "hand_off", "pause_listener", "unix_address"]
 
 log = logging.getLogger("jupyterhub_dask_gateway.proxy")
 
@@ -51,6 +51,22 @@ def unix_address(name: str) -> str:
 def peer_uid(sock: socket.socket) -> int:
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return struct.unpack("3i", creds)[1]
+
+
+def pause_listener(listener: socket.socket, on_readable, delay: float = 1.0) -> None:
+    """Stop watching a listener whose accept() failed (out of descriptors or memory).
+
+    It stays readable, so watching it would spin; watching resumes after ``delay``
+    unless the listener was closed meanwhile (what asyncio's own servers do).
+    """
+    loop = asyncio.get_running_loop()
+    loop.remove_reader(listener.fileno())
+
+    def resume():
+        if listener.fileno() != -1:
+            loop.add_reader(listener.fileno(), on_readable)
+
+    loop.call_later(delay, resume)
 
 
 class HandedOff(Exception):
@@ -145,7 +161,8 @@ class HandoffReceiver:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:
-            log.warning("Hand-off socket accept failed: %s", e)
+            log.warning("Hand-off socket accept failed: %s; pausing for 1 s", e)
+            pause_listener(self._listener, self._accept)
             return
         channel.setblocking(False)
         task = asyncio.get_running_loop().create_task(self._serve(channel))

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from .handoff import HandedOff, hand_off
+from .handoff import HandedOff, hand_off, pause_listener
 from .sni import INVALID, MAX_HELLO_SIZE, NEED_MORE, NOT_TLS, SNIResult, parse_sni
 
 __all__ = ["SNI_PREFIX", "RouteSync", "TCPProxy", "parse_host_port", "run_proxy"]
@@ -463,19 +463,11 @@ class TCPProxy:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
-                # Out of descriptors or memory: the listener stays readable, so stop watching it
-                # for a second instead of spinning (as asyncio's own servers do).
                 log.warning("accept() failed: %s; pausing accepts for 1 s", e)
-                loop = asyncio.get_running_loop()
-                loop.remove_reader(self._listener.fileno())
-                loop.call_later(1.0, self._resume_accepting)
+                pause_listener(self._listener, self._accept)
                 return
             sock.setblocking(False)
             self._spawn(self._route(sock, f"{peer[0]}:{peer[1]}"))
-
-    def _resume_accepting(self) -> None:
-        if self._listener is not None:
-            asyncio.get_running_loop().add_reader(self._listener.fileno(), self._accept)
 
     async def _route(self, sock: socket.socket, peer: str) -> None:
         """Peek the hello, then hand the socket off, splice it, or close it."""

@@ -32,7 +32,7 @@ import os
 import socket
 import struct
 
-__all__ = ["HandedOff", "HandoffReceiver", "hand_off", "pause_listener", "unix_address"]
+__all__ = ["HandedOff", "HandoffReceiver", "hand_off", "pause_listener", "readable", "unix_address"]
 
 log = logging.getLogger("jupyterhub_dask_gateway.proxy")
 
@@ -176,7 +176,7 @@ class HandoffReceiver:
             if uid != os.getuid():
                 log.warning("Refusing a socket hand-off from uid %d", uid)
                 return
-            await _readable(loop, channel, timeout=5)
+            await readable(channel, timeout=5)
             msg, fds, _flags, _addr = socket.recv_fds(channel, 1, 1)
             if msg != _REQUEST or len(fds) != 1:
                 for fd in fds:
@@ -207,7 +207,9 @@ class HandoffReceiver:
         return _ACCEPTED
 
 
-async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket, timeout: float) -> None:
+async def readable(sock: socket.socket, timeout: float | None = None) -> None:
+    """Wait until ``sock`` is readable (data, EOF or an error), at most ``timeout`` s."""
+    loop = asyncio.get_running_loop()
     fut = loop.create_future()
     fd = sock.fileno()
     loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from .handoff import HandedOff, hand_off, pause_listener
+from .handoff import HandedOff, hand_off, pause_listener, readable
 from .sni import INVALID, MAX_HELLO_SIZE, NEED_MORE, NOT_TLS, SNIResult, parse_sni
 
 __all__ = ["SNI_PREFIX", "RouteSync", "TCPProxy", "parse_host_port", "run_proxy"]
@@ -140,16 +140,6 @@ class _Half(asyncio.BufferedProtocol):
             self.peer.transport.close()
 
 
-async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
-    fut = loop.create_future()
-    loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
-    try:
-        await fut
-    finally:
-        # Synchronously: the caller may close the socket (and its fd number be reused) next.
-        loop.remove_reader(fd)
-
-
 async def peek_hello(sock: socket.socket) -> SNIResult | None:
     """Peek (``MSG_PEEK``) until :func:`.sni.parse_sni` can decide; None on EOF mid-hello.
 
@@ -158,11 +148,10 @@ async def peek_hello(sock: socket.socket) -> SNIResult | None:
     bytes the parser asked for are there (or at EOF), so a hello that trickles
     in costs one wake-up per step, not a busy loop.
     """
-    loop = asyncio.get_running_loop()
     needed = 1
     try:
         while True:
-            await _readable(loop, sock.fileno())
+            await readable(sock)
             data = sock.recv(MAX_HELLO_SIZE, socket.MSG_PEEK)
             if len(data) < needed:
                 return None  # readable below the low-water mark: the peer closed

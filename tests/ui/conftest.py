@@ -29,6 +29,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from helpers import kill_all
+
 REPO = Path(__file__).resolve().parents[2]
 LABEXTENSION = REPO / "jupyter_server_ext" / "labextension"
 CHROMIUM = os.environ.get("JHDG_CHROMIUM", "/usr/bin/chromium")
@@ -240,12 +242,7 @@ class JupyterLab:
             self.proc.wait(15)
         except subprocess.TimeoutExpired:
             pass
-        for p in procs:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(procs, timeout=5)
+        kill_all(procs)
 
 
 @pytest.fixture

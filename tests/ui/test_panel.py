@@ -73,6 +73,19 @@ def run_command(page, command, args=None):
     )
 
 
+def new_notebook(page):
+    """Open a new notebook and wait until its kernel is idle."""
+    run_command(page, "notebook:create-new", {"kernelName": "python3"})
+    page.wait_for_function(
+        """() => {
+            const w = window.jupyterapp.shell.currentWidget;
+            return w && w.context && w.context.isReady
+                && w.sessionContext.session?.kernel?.status === 'idle';
+        }""",
+        timeout=60_000,
+    )
+
+
 def open_panel(page):
     tab = page.locator('.jp-SideBar .lm-TabBar-tab[data-id="jupyterhub-dask-gateway-sidebar"]')
     tab.wait_for()
@@ -206,15 +219,7 @@ def test_cluster_life_through_the_panel(page, lab, ui_gateway, artifacts):
     set_theme(page, "JupyterLab Light")
 
     # insert the connection code into a new notebook and run it
-    run_command(page, "notebook:create-new", {"kernelName": "python3"})
-    page.wait_for_function(
-        """() => {
-            const w = window.jupyterapp.shell.currentWidget;
-            return w && w.context && w.context.isReady
-                && w.sessionContext.session?.kernel?.status === 'idle';
-        }""",
-        timeout=60_000,
-    )
+    new_notebook(page)
     this.get_by_role("button", name="Insert code").click()
     cell = page.locator(".jp-NotebookPanel .jp-Cell.jp-mod-active")
     page.wait_for_function(
@@ -297,15 +302,7 @@ def test_panel_under_jupyterhub(hub_page, hub, artifacts):
     )
 
     # zero-config notebook: the inserted code runs with the Hub's environment and token
-    run_command(page, "notebook:create-new", {"kernelName": "python3"})
-    page.wait_for_function(
-        """() => {
-            const w = window.jupyterapp.shell.currentWidget;
-            return w && w.context && w.context.isReady
-                && w.sessionContext.session?.kernel?.status === 'idle';
-        }""",
-        timeout=60_000,
-    )
+    new_notebook(page)
     run_command(page, "dask-gateway:insert-code", {"name": name})
     run_command(page, "notebook:run-cell-and-insert-below")
     page.keyboard.type("client.submit(lambda x: x + 1, 41).result()")

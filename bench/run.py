@@ -139,17 +139,24 @@ def start_once(server, res: Results, measure_rss: bool) -> None:
             cluster.shutdown()
 
 
-def local_cluster_once(res: Results) -> None:
-    from distributed import Client, LocalCluster
+def limit_cluster(n_workers: int):
+    """The limit: a plain LocalCluster shaped like the gateways' clusters (1 thread, 2 GiB)."""
+    from distributed import LocalCluster
 
-    t0 = time.perf_counter()
-    cluster = LocalCluster(
-        n_workers=0,
+    return LocalCluster(
+        n_workers=n_workers,
         processes=True,
         threads_per_worker=1,
         memory_limit="2 GiB",
         dashboard_address="127.0.0.1:0",
     )
+
+
+def local_cluster_once(res: Results) -> None:
+    from distributed import Client
+
+    t0 = time.perf_counter()
+    cluster = limit_cluster(n_workers=0)
     res.add("new_cluster()", LIMIT, time.perf_counter() - t0)
     client = Client(cluster, set_as_default=False)
     try:
@@ -187,7 +194,7 @@ def phase_transfer(
     gathers_per_run: int,
 ) -> None:
     import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     opened = []  # (kind, object) to close at the end
     paths = {}  # label -> distributed Client
@@ -207,13 +214,7 @@ def phase_transfer(
             paths[f"{server.label} via proxy"] = proxied
             paths[f"{server.label} direct"] = direct
         with dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}):
-            local = LocalCluster(
-                n_workers=1,
-                processes=True,
-                threads_per_worker=1,
-                memory_limit="2 GiB",
-                dashboard_address="127.0.0.1:0",
-            )
+            local = limit_cluster(n_workers=1)
         opened.append(("cluster", local))
         lclient = Client(local, set_as_default=False)
         opened.append(("client", lclient))

@@ -53,6 +53,9 @@ from harness import OURS, REF, log, median
 
 LIMIT = "limit"
 COLD = "ours, warm_pool_size=0"
+# Listing context: ours issuing the reference's key type, and the limit for its bigger answer.
+RSA_KEYS = "ours, tls_key_type=rsa-2048"
+LIMIT_RSA = "limit, rsa-2048 answer"
 PHASES = ("rss", "start", "transfer", "sigkill", "list", "api")
 
 # Both gateways' clusters: room for 2 x 200 MB of blobs on the worker without spilling, and
@@ -456,15 +459,15 @@ class StaticResponder:
     only the client's own work (HTTP, JSON, ``ClusterReport`` objects) and the transfer.
     """
 
-    label = LIMIT
-
-    def __init__(self, directory: Path, body: bytes):
+    def __init__(self, directory: Path, body: bytes, label: str = LIMIT):
         self.directory = directory
+        self.label = label
         self.port = h.free_port()
-        (directory / "static-body.json").write_bytes(body)
+        body_file = f"static-body-{self.port}.json"
+        (directory / body_file).write_bytes(body)
         (directory / "static_responder.py").write_text(STATIC_RESPONDER)
         self.proc = subprocess.Popen(
-            [sys.executable, "static_responder.py", str(self.port), "static-body.json"],
+            [sys.executable, "static_responder.py", str(self.port), body_file],
             cwd=directory,
         )
         h.wait_for(lambda: h.port_open(self.port), 30, "the static responder")
@@ -514,15 +517,20 @@ def phase_list(list_servers, res: Results, runs: int, scratch: Path) -> None:
                     f"{label} to list {target} running clusters",
                     interval=0.2,
                 )
-            static = StaticResponder(scratch, fetch_list_body(list_servers[OURS]))
-            targets = {**list_servers, LIMIT: static}
-            clients = {**gws, LIMIT: static.gateway()}
+            statics = {LIMIT: StaticResponder(scratch, fetch_list_body(list_servers[OURS]))}
+            if RSA_KEYS in list_servers:
+                statics[LIMIT_RSA] = StaticResponder(
+                    scratch, fetch_list_body(list_servers[RSA_KEYS]), LIMIT_RSA
+                )
+            targets = {**list_servers, **statics}
+            clients = {**gws, **{label: st.gateway() for label, st in statics.items()}}
             try:
                 h.settle(max_wait=8)
-                reps = max(10, 4 * runs)
+                reps = max(40, 8 * runs)
                 labels = list(clients)
                 for i in range(reps):
-                    for label in labels[i % 3 :] + labels[: i % 3]:
+                    k = i % len(labels)
+                    for label in labels[k:] + labels[:k]:
                         t0 = time.perf_counter()
                         n = len(clients[label].list_clusters())
                         elapsed = time.perf_counter() - t0
@@ -535,8 +543,9 @@ def phase_list(list_servers, res: Results, runs: int, scratch: Path) -> None:
                     for v in asyncio.run(_raw_list_latency(s.api_address, reps, "alice")):
                         res.add(f"GET /api/v1/clusters/ (API port), {target} clusters", label, v)
             finally:
-                clients[LIMIT].close()
-                static.stop()
+                for label, st in statics.items():
+                    clients[label].close()
+                    st.stop()
             for s in list_servers.values():
                 res.add(
                     f"gateway rss, {target} clusters", s.label, h.rss(s.service_pids()["gateway"])
@@ -682,6 +691,14 @@ def build_table(res: Results, args) -> str:
                 "ms",
                 0.5 if n == 100 else None,
             )
+            if n == 100 and RSA_KEYS in s[m]:
+                row(
+                    "context: the same with ours issuing the reference's RSA-2048 keys",
+                    m,
+                    "ms",
+                    ours_key=RSA_KEYS,
+                    limit_key=LIMIT_RSA,
+                )
             row(
                 f"GET /api/v1/clusters/ with {n} clusters (raw HTTP, public port)",
                 f"GET /api/v1/clusters/ (raw HTTP), {n} clusters",
@@ -898,6 +915,17 @@ def main(argv=None) -> int:
                     list_servers, res, runs, api_seconds, args.concurrency, 1 if args.quick else 2
                 )
             if "list" in phases:
+                # Context for the listing: ours with the reference's RSA-2048 keys (tls.py).
+                rsa = h.OurGateway(
+                    scratch / "ours-rsa-list",
+                    f"c.ClusterConfig.python = {str(stub)!r}\n"
+                    "c.DaskGateway.cluster_start_timeout = 900\n"
+                    'c.DaskGateway.tls_key_type = "rsa-2048"\n',
+                )
+                rsa.label = RSA_KEYS
+                started.append(rsa)
+                rsa.start()
+                list_servers[RSA_KEYS] = rsa
                 log("phase list")
                 phase_list(list_servers, res, runs, scratch)
             for s in list_servers.values():

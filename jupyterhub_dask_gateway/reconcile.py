@@ -127,7 +127,9 @@ class ClusterManager:
         cfg = config.to_dict()
         self.app.quotas.check_new_cluster(user, cfg, self.user_clusters(user.name))
         name = uuid.uuid4().hex
-        cert, key = await asyncio.get_running_loop().run_in_executor(None, new_keypair, name)
+        cert, key = await asyncio.get_running_loop().run_in_executor(
+            None, new_keypair, name, self.app.tls_key_type
+        )
         cluster = Cluster(
             name=name,
             username=user.name,

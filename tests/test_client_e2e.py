@@ -4,6 +4,8 @@ import warnings
 
 import dask.array as da
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from dask_gateway import GatewayClusterError, GatewayWarning
 
 from helpers import processes_under, wait_for
@@ -53,6 +55,9 @@ def test_full_client_workflow(gw):
         opts.team = "ml"
         with gateway.new_cluster(opts) as cluster:
             assert cluster.status == "running"
+            assert "BEGIN CERTIFICATE" in cluster.security.tls_cert
+            key = serialization.load_pem_private_key(cluster.security.tls_key.encode(), None)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)  # tls.py: the default
             # Local schedulers take client sockets from the proxy (proxy/handoff.py).
             handoff_route = f"Route for cluster '{cluster.name}' -> 127.0.0.1:"
             proxy_log = gw.directory / "state" / "proxy.log"
@@ -118,6 +123,19 @@ def test_full_client_workflow(gw):
             30,
             what="every process of the cluster to exit",
         )
+
+
+def test_reference_key_type_works_end_to_end(make_gateway):
+    """``tls_key_type = "rsa-2048"`` (the reference server's keys): schedulers, workers and
+    the client's ``gateway://`` connection all run on them."""
+    gw = make_gateway('c.DaskGateway.tls_key_type = "rsa-2048"\n')
+    with gw.gateway() as gateway, gateway.new_cluster() as cluster:
+        key = serialization.load_pem_private_key(cluster.security.tls_key.encode(), None)
+        assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
+        cluster.scale(1)
+        with cluster.get_client(set_as_default=False) as client:
+            client.wait_for_workers(1, timeout=60)
+            assert client.submit(lambda: 6 * 7).result() == 42
 
 
 def test_errors_and_isolation(gw):

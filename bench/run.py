@@ -882,7 +882,7 @@ def main(argv=None) -> int:
                         n_tasks=args.tasks,
                         blob_mb=args.blob_mb,
                         map_runs=1 if args.quick else min(runs, 3),
-                        gathers_per_run=2 if args.quick else 3,
+                        gathers_per_run=2 if args.quick else 6,
                     ),
                 ),
                 ("sigkill", lambda: phase_sigkill(servers, res)),

@@ -21,6 +21,11 @@ from jupyterhub_dask_gateway.app import DaskGateway
 from jupyterhub_dask_gateway.tls import new_keypair
 
 
+def _client_context(cert_pem: str, key_pem: str) -> ssl.SSLContext:
+    security = GatewaySecurity(tls_key=key_pem, tls_cert=cert_pem)
+    return security.get_connection_args("client")["ssl_context"]
+
+
 def _scheduler_context(cert_pem: str, key_pem: str, tmp_path) -> ssl.SSLContext:
     cert_file, key_file = tmp_path / "dask.crt", tmp_path / "dask.pem"
     cert_file.write_text(cert_pem)
@@ -47,9 +52,7 @@ def test_keypair_is_self_signed_and_works_with_the_client(key_type, key_class, t
     assert san.get_values_for_type(x509.DNSName) == ["c0ffee", "dask-internal"]
     assert cert.public_key().public_numbers() == key.public_key().public_numbers()
 
-    client_ctx = GatewaySecurity(tls_key=key_pem, tls_cert=cert_pem).get_connection_args("client")[
-        "ssl_context"
-    ]
+    client_ctx = _client_context(cert_pem, key_pem)
     server_ctx = _scheduler_context(cert_pem, key_pem, tmp_path)
     a, b = socket.socketpair()
     peer = {}
@@ -72,9 +75,7 @@ def test_keypair_is_self_signed_and_works_with_the_client(key_type, key_class, t
 def test_another_clusters_certificate_is_refused(tmp_path):
     cert_pem, key_pem = new_keypair("one")
     other_cert, other_key = new_keypair("two")
-    client_ctx = GatewaySecurity(tls_key=other_key, tls_cert=other_cert).get_connection_args(
-        "client"
-    )["ssl_context"]
+    client_ctx = _client_context(other_cert, other_key)
     server_ctx = _scheduler_context(cert_pem, key_pem, tmp_path)
     a, b = socket.socketpair()
     errors = []

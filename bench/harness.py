@@ -478,6 +478,22 @@ def load_note(start: tuple, end: tuple) -> str:
     )
 
 
+def report(command: str, how: str, elapsed: float, load_start, table: str, notes=()) -> str:
+    """The text a script prints and writes into docs/performance.md: what ran, where, the table."""
+    return "\n".join(
+        [
+            f"Command: `{command}` ({how}; took {elapsed:.0f} s; "
+            f"{time.strftime('%Y-%m-%d %H:%M %Z')}).",
+            "",
+            f"Machine: {machine_description()}.",
+            f"Load: {load_note(load_start, os.getloadavg())}.",
+            "",
+            table,
+        ]
+        + ([""] + [f"- {n}" for n in notes] if notes else [])
+    )
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]

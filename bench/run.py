@@ -946,25 +946,13 @@ def main(argv=None) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
     elapsed = time.perf_counter() - t_start
     table = build_table(res, args)
-    load_end = os.getloadavg()
     command = (
         "python bench/run.py"
         + (" --quick" if args.quick else "")
         + (f" --runs {args.runs}" if args.runs else "")
         + (f" --only {args.only}" if args.only else "")
     )
-    body = "\n".join(
-        [
-            f"Command: `{command}` ({runs} runs, medians; took {elapsed:.0f} s; "
-            f"{time.strftime('%Y-%m-%d %H:%M %Z')}).",
-            "",
-            f"Machine: {h.machine_description()}.",
-            f"Load: {h.load_note(load_start, load_end)}.",
-            "",
-            table,
-        ]
-        + ([""] + [f"- {n}" for n in res.notes] if res.notes else [])
-    )
+    body = h.report(command, f"{runs} runs, medians", elapsed, load_start, table, res.notes)
     print(body)
     out_dir = h.BENCH_DIR / "results"
     out_dir.mkdir(exist_ok=True)

@@ -219,18 +219,8 @@ def main(argv=None) -> int:
         + (" --quick" if args.quick else "")
         + (f" --runs {args.runs}" if args.runs else "")
     )
-    body = "\n".join(
-        [
-            f"Command: `{command}` ({runs} runs per gateway, interleaved, medians; took "
-            f"{elapsed:.0f} s; {time.strftime('%Y-%m-%d %H:%M %Z')}).",
-            "",
-            f"Machine: {h.machine_description()}.",
-            f"Load: {h.load_note(load_start, os.getloadavg())}.",
-            "",
-            table,
-        ]
-        + ([""] + [f"- error: {e}" for e in errors] if errors else [])
-    )
+    how = f"{runs} runs per gateway, interleaved, medians"
+    body = h.report(command, how, elapsed, load_start, table, [f"error: {e}" for e in errors])
     print(body)
     if not args.no_doc:
         h.write_section("slurm", body)

@@ -10,6 +10,7 @@ import socket
 import time
 
 import psutil
+import pytest
 
 # The Basic-auth password of the gateways the `make_gateway` fixture starts.
 PASSWORD = "test-password"
@@ -64,3 +65,14 @@ def kill_all(procs):
         except psutil.Error:
             pass
     psutil.wait_procs(procs, timeout=5)
+
+
+def assert_invisible(stranger, name: str, scale_to: int = 2) -> None:
+    """``stranger`` (a dask-gateway ``Gateway``) can neither see, connect to, scale nor
+    stop the cluster ``name``: every call answers as for a cluster that does not exist."""
+    assert stranger.list_clusters() == []
+    with pytest.raises(ValueError, match="not found"):
+        stranger.connect(name)
+    with pytest.raises(ValueError, match="not found"):
+        stranger.scale_cluster(name, scale_to)
+    stranger.stop_cluster(name)  # a no-op for a cluster the stranger cannot see

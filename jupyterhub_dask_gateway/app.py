@@ -29,6 +29,7 @@ from ._version import __version__
 from .auth import BasicAuthenticator, JupyterHubAuthenticator, load_authenticator_class
 from .backends.base import Backend, ClusterConfig, MemoryLimit, load_backend_class
 from .backends.local import LocalBackend
+from .errors import StartupError
 from .handlers import default_handlers
 from .proxy.handoff import HandoffReceiver
 from .quotas import Quotas
@@ -348,11 +349,10 @@ class DaskGateway(Application):
             "JHDG_HEARTBEAT_PERIOD": str(self.cluster_heartbeat_period),
             "JHDG_ADAPTIVE_PERIOD": str(cfg.get("adaptive_period", 3)),
             "JHDG_IDLE_TIMEOUT": str(cfg.get("idle_timeout", 0)),
-            "USER": cluster.username,
         }
 
     def worker_env(self, cluster) -> dict:
-        return {"DASK_GATEWAY_CLUSTER_NAME": cluster.name, "USER": cluster.username}
+        return {"DASK_GATEWAY_CLUSTER_NAME": cluster.name}
 
     def healthy(self) -> bool:
         return self.manager is not None and all(not t.done() for t in self.manager._tasks)
@@ -386,8 +386,15 @@ class DaskGateway(Application):
 
     # --- startup ------------------------------------------------------------------------
     def _prepare_state_dir(self):
+        # Everything the gateway creates is its own alone (the database, keys, tokens,
+        # logs); the local backend opens the way to users' work dirs explicitly.
+        os.umask(0o077)
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
+        # Files an older version (or sqlite, under a laxer umask) left readable.
+        for entry in os.scandir(self.state_dir):
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mode & 0o077:
+                os.chmod(entry.path, 0o600)
 
     def _encryption_keys(self) -> list[bytes]:
         if self.db_encrypt_keys:
@@ -590,7 +597,11 @@ class DaskGateway(Application):
 def main(argv=None):
     app = DaskGateway.instance()
     app.initialize(argv)
-    app.start()
+    try:
+        app.start()
+    except StartupError as exc:
+        app.log.critical("Not starting: %s", exc)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -68,3 +68,7 @@ class BackendError(GatewayError):
     """A backend failed to start or stop something; the message is shown to the user."""
 
     status_code = 500
+
+
+class StartupError(Exception):
+    """The gateway must not start as configured; the message says why and what to set."""

@@ -18,6 +18,7 @@ from tornado import web
 from . import __version__
 from .errors import BadRequest, Conflict, Forbidden, GatewayError, NotFound, Unauthorized
 from .models import Cluster, ClusterStatus
+from .utils import DASHBOARD_KEY_HEADER, dashboard_key
 from .proxy.dashboard import DashboardProxyHandler
 
 
@@ -365,6 +366,8 @@ class DashboardHandler(BaseHandler, DashboardProxyHandler):
             raise
         await DashboardProxyHandler.prepare(self)
 
+    _dashboard_key = ""
+
     async def resolve_dashboard(self, cluster_name):
         cluster = self.manager.get(cluster_name)
         if not self.current_user.may_view(cluster):
@@ -373,7 +376,14 @@ class DashboardHandler(BaseHandler, DashboardProxyHandler):
             raise Forbidden(f"User {self.current_user.name} may not view cluster {cluster_name}")
         if cluster.public_status != ClusterStatus.RUNNING or not cluster.dashboard_address:
             raise NotFound(f"Cluster {cluster_name} has no running dashboard")
+        self._dashboard_key = dashboard_key(cluster.token)
         return cluster.dashboard_address
+
+    def upstream_headers(self):
+        if not self._dashboard_key:
+            return {}
+        # The scheduler serves only requests with its key (scheduler_preload.py).
+        return {DASHBOARD_KEY_HEADER: self._dashboard_key}
 
 
 def default_handlers(prefix: str):

@@ -117,6 +117,7 @@ class ClusterManager:
 
     # --- handler API --------------------------------------------------------------------
     async def create(self, user, requested_options) -> Cluster:
+        await self.backend.check_owner(user.name)
         options = await self.backend.get_cluster_options(user)
         values = options.parse(requested_options)
         shared = []
@@ -278,7 +279,7 @@ class ClusterManager:
             self.routes.put(
                 cluster.name,
                 cluster.scheduler_address,
-                self.backend.handoff_socket(cluster) if ready else "",
+                self.backend.handoff_target(cluster) if ready else {},
             )
         count = msg.get("count")
         # Only a new count (adaptive's) needs clamping; the quota check walks the owner's

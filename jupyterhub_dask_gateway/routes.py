@@ -1,7 +1,9 @@
 """The SNI route table the TCP proxy follows (cluster name → scheduler host:port).
 
 A scheduler on the proxy's host may also offer a unix socket that takes client
-connections directly (``proxy/handoff.py``); that path rides along in ``handoff``.
+connections directly (``proxy/handoff.py``); that socket, with the uid and pid
+that must be listening on it (``Backend.handoff_target``), rides along in
+``handoff``.
 It is learnt from heartbeats and not persisted: after a gateway restart the proxy
 splices until the next heartbeat brings it back.
 
@@ -21,7 +23,7 @@ class RouteTable:
     def __init__(self):
         self.version = int(time.time() * 1000)
         self.routes: dict[str, str] = {}
-        self.handoff: dict[str, str] = {}
+        self.handoff: dict[str, dict] = {}
         # The gateway's own HTTP server takes connections the same way (set once at start).
         self.http_handoff = ""
         self._changed = asyncio.Event()
@@ -31,12 +33,12 @@ class RouteTable:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def put(self, name: str, scheduler_address: str, handoff: str | None = None) -> None:
-        """Route ``name``; ``handoff`` None keeps what is known, "" drops it."""
+    def put(self, name: str, scheduler_address: str, handoff: dict | None = None) -> None:
+        """Route ``name``; ``handoff`` None keeps what is known, ``{}`` drops it."""
         target = scheduler_address.split("://", 1)[-1]
         changed = self.routes.get(name) != target
         self.routes[name] = target
-        if handoff is not None and self.handoff.get(name, "") != handoff:
+        if handoff is not None and self.handoff.get(name, {}) != handoff:
             changed = True
             if handoff:
                 self.handoff[name] = handoff

@@ -12,7 +12,10 @@ It owns the scheduler's side of the gateway protocol:
   which asks the gateway to stop the cluster;
 * with ``JHDG_HANDOFF_SOCKET`` set (local backend), a unix socket on which the
   gateway's proxy passes client connections it has routed here, so their bytes
-  skip the proxy (``proxy/handoff.py``).
+  skip the proxy (``proxy/handoff.py``);
+* a lock on the scheduler's HTTP server (dashboard and HTTP routes): only
+  requests carrying the cluster's dashboard key, which the gateway's dashboard
+  proxy adds, are served, so other local accounts cannot use its port directly.
 
 Workers are started by the gateway's backend with names the gateway chose; this
 module only decides how many and which ones retire.
@@ -21,6 +24,7 @@ module only decides how many and which ones retire.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import os
@@ -29,9 +33,13 @@ from urllib.parse import urlparse
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from tornado.web import Application, HTTPError, RequestHandler
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+from tornado.routing import Matcher, Rule
+from tornado.web import Application, ErrorHandler, HTTPError, RequestHandler
 
 from .proxy.handoff import HandoffReceiver
+from .utils import DASHBOARD_KEY_HEADER, dashboard_key
 
 logger = logging.getLogger("jupyterhub_dask_gateway.scheduler")
 
@@ -50,6 +58,24 @@ def listener_adopter(scheduler):
     if adopt is None or getattr(tcp_server, "ssl_options", None) is None:
         return None
     return adopt
+
+
+class _WithoutKey(Matcher):
+    """Matches every request that does not carry the dashboard key."""
+
+    def __init__(self, key: str):
+        self.key = key.encode()
+
+    def match(self, request):
+        given = request.headers.get(DASHBOARD_KEY_HEADER, "").encode("utf-8", "replace")
+        return None if hmac.compare_digest(given, self.key) else {}
+
+
+def require_dashboard_key(http_application, key: str) -> None:
+    """Answer 403 to every request without ``key``, ahead of all routes (bokeh's too)."""
+    http_application.default_router.rules.insert(
+        0, Rule(_WithoutKey(key), ErrorHandler, {"status_code": 403})
+    )
 
 
 def _env_float(name: str, default: float) -> float:
@@ -74,6 +100,7 @@ class GatewaySchedulerPlugin(SchedulerPlugin):
         adaptive_period,
         idle_timeout,
         handoff_socket="",
+        handoff_peer_uids=(),
     ):
         self.scheduler = scheduler
         self.api_url = api_url.rstrip("/")
@@ -93,6 +120,7 @@ class GatewaySchedulerPlugin(SchedulerPlugin):
         self._http = AsyncHTTPClient(force_instance=True)
         self._server = None
         self.handoff_socket = handoff_socket
+        self.handoff_peer_uids = set(handoff_peer_uids)
         self._handoff: HandoffReceiver | None = None
 
     # --- scheduler plugin hooks ---------------------------------------------------------
@@ -116,8 +144,10 @@ class GatewaySchedulerPlugin(SchedulerPlugin):
         app = Application(
             [(r"/api/comm", _CommHandler, {"plugin": self}), (r"/api/health", _HealthHandler)]
         )
-        self._server = app.listen(0, address=host)
-        port = next(iter(self._server._sockets.values())).getsockname()[1]
+        sockets = bind_sockets(0, address=host)
+        self._server = HTTPServer(app)
+        self._server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
         self.api_address = f"http://{host}:{port}"
         if self.handoff_socket:
             self._start_handoff()
@@ -140,7 +170,9 @@ class GatewaySchedulerPlugin(SchedulerPlugin):
         if adopt is None:
             logger.warning("Connection hand-off unavailable: not a tornado TLS listener")
             return
-        receiver = HandoffReceiver(self.handoff_socket, adopt)
+        receiver = HandoffReceiver(
+            self.handoff_socket, adopt, peer_uids={os.getuid(), *self.handoff_peer_uids}
+        )
         try:
             receiver.start()
         except OSError as e:
@@ -340,6 +372,8 @@ async def dask_setup(scheduler):
     if "/" in token and os.path.exists(token):
         with open(token) as f:
             token = f.read().strip()
+    require_dashboard_key(scheduler.http_application, dashboard_key(token))
+    peer_uid = os.environ.get("JHDG_HANDOFF_PEER_UID", "")
     plugin = GatewaySchedulerPlugin(
         scheduler,
         api_url,
@@ -349,6 +383,7 @@ async def dask_setup(scheduler):
         adaptive_period=_env_float("JHDG_ADAPTIVE_PERIOD", 3),
         idle_timeout=_env_float("JHDG_IDLE_TIMEOUT", 0),
         handoff_socket=os.environ.get("JHDG_HANDOFF_SOCKET", ""),
+        handoff_peer_uids=[int(peer_uid)] if peer_uid.isdigit() else [],
     )
     scheduler.add_plugin(plugin)
     await plugin.launch()

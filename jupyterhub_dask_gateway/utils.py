@@ -1,5 +1,7 @@
 """Small pure helpers shared by several modules (no I/O here)."""
 
+import hashlib
+import hmac
 import re
 import time
 
@@ -38,3 +40,16 @@ def now_ms() -> int:
 
 
 CLUSTER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,127}$")
+
+
+# The dashboard proxy proves itself to a scheduler's HTTP server (dashboard and HTTP
+# routes) with this header; the scheduler preload refuses requests without it, so other
+# local accounts cannot use a dashboard's port directly. The key is derived from the
+# cluster token (both ends know it) and does not reveal it: a page the owner's scheduler
+# serves may show the key to a viewer, who may view that dashboard anyway.
+DASHBOARD_KEY_HEADER = "X-Dask-Gateway-Dashboard-Key"
+
+
+def dashboard_key(cluster_token: str) -> str:
+    """The per-cluster secret the dashboard proxy sends in :data:`DASHBOARD_KEY_HEADER`."""
+    return hmac.new(cluster_token.encode(), b"jhdg-dashboard-v1", hashlib.sha256).hexdigest()

@@ -23,7 +23,37 @@ import requests
 
 # Plain helpers live in a module of their own, so test modules can import them whatever
 # conftest.py pytest loaded last (tests/ui has one too); they are re-exported here.
-from helpers import PASSWORD, free_port, kill_all, port_open, processes_under, wait_for
+from helpers import (
+    PASSWORD,
+    TEST_ACCOUNTS,
+    ensure_account,
+    free_port,
+    kill_all,
+    open_to_accounts,
+    port_open,
+    processes_of,
+    processes_under,
+    wait_for,
+)
+
+VENV_BIN = os.path.dirname(sys.executable)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def accounts():
+    """The test users' system accounts (``TEST_ACCOUNTS``), created once if missing.
+
+    Clusters and single-user servers run as their owner's account, as in the demo.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("the tests run as root: they create accounts and run the Hub")
+    return {name: ensure_account(name) for name in TEST_ACCOUNTS}
+
+
+@pytest.fixture
+def tmp_path(tmp_path):
+    """pytest's ``tmp_path``, passable (not readable) by the test accounts."""
+    return open_to_accounts(tmp_path)
 
 
 class GatewayProcess:
@@ -211,9 +241,8 @@ class Hub:
                 c.JupyterHub.authenticator_class = "dummy"
                 c.DummyAuthenticator.password = {HUB_PASSWORD!r}
                 c.Authenticator.allow_all = True
-                c.JupyterHub.spawner_class = "simple"
-                c.SimpleLocalProcessSpawner.home_dir_template = "{run}/home/{{username}}"
-                c.Spawner.args = ["--allow-root"]  # CI runs as root
+                c.JupyterHub.spawner_class = "localprocess"  # each server as its user
+                c.Spawner.cmd = ["{VENV_BIN}/jupyterhub-singleuser"]
                 c.JupyterHub.services = [
                     {{"name": "test-admin", "api_token": {self.admin_token!r}}},
                 ]
@@ -315,7 +344,7 @@ class Hub:
                 self.proc.wait(10)
         # Clusters (and the gateway's proxy) outlive the service by design; user servers
         # and kernels too if the Hub was killed.
-        kill_all(processes_under(str(self.directory)))
+        kill_all(processes_under(str(self.directory)) + processes_of(TEST_ACCOUNTS))
 
     # --- the Hub's REST API, as the test-admin service ---------------------------------------
     def api(self, method, path, token=None, **kwargs) -> requests.Response:
@@ -389,7 +418,7 @@ def make_hub(tmp_path_factory):
     started: list[Hub] = []
 
     def factory(**kwargs) -> Hub:
-        hub = Hub(tmp_path_factory.mktemp("hub"), **kwargs)
+        hub = Hub(open_to_accounts(tmp_path_factory.mktemp("hub")), **kwargs)
         started.append(hub)
         return hub.start()
 

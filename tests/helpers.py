@@ -6,14 +6,71 @@ a ``conftest.py``, and ``from conftest import ...`` finds whichever pytest loade
 
 from __future__ import annotations
 
+import os
+import pwd
 import socket
+import stat
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
 # The Basic-auth password of the gateways the `make_gateway` fixture starts.
 PASSWORD = "test-password"
+
+# System accounts the tests' users run as (created by the `accounts` fixture, as root).
+TEST_ACCOUNTS = ("alice", "bob", "carol", "dave", "hubadmin")
+
+
+def ensure_account(name: str) -> pwd.struct_passwd:
+    """The local account ``name``, created (with a home) if missing. Needs root."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--create-home", "--shell", "/bin/bash", name],
+            check=True,
+            capture_output=True,
+        )
+        return pwd.getpwnam(name)
+
+
+def open_to_accounts(path: Path) -> Path:
+    """Let other accounts traverse ``path`` and its parents up to the temp dir (o+x).
+
+    pytest makes its temporary directories 0700; users' processes (clusters, single-user
+    servers) must pass through them to reach their own work dirs, as they would through
+    a real deployment's state directory. Nothing becomes listable or readable.
+    """
+    top = Path(tempfile.gettempdir()).resolve()
+    p = Path(path).resolve()
+    while p != top and p != p.parent:
+        mode = stat.S_IMODE(p.stat().st_mode)
+        if not mode & stat.S_IXOTH:
+            p.chmod(mode | stat.S_IXGRP | stat.S_IXOTH)
+        p = p.parent
+    return Path(path)
+
+
+def processes_of(accounts) -> list[psutil.Process]:
+    """Every process running as one of ``accounts`` (names)."""
+    uids = set()
+    for name in accounts:
+        try:
+            uids.add(pwd.getpwnam(name).pw_uid)
+        except KeyError:
+            pass
+    found = []
+    for p in psutil.process_iter(["uids"]):
+        try:
+            if p.info["uids"] and p.info["uids"].real in uids:
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
 
 
 def free_port() -> int:

@@ -20,7 +20,9 @@ Subclasses must implement these coroutines (checked when the class is defined):
 ``stop_worker(cluster, worker) -> None``
     Idempotent, from ``worker.state`` alone.
 
-Optional: ``setup()``/``cleanup()`` for the backend's lifetime,
+Optional: ``setup()``/``cleanup()`` for the backend's lifetime, ``check_owner(username)``
+to refuse users it cannot run clusters for, ``handoff_target(cluster)`` for
+schedulers that take client sockets from the proxy,
 ``check_clusters(clusters)``/``check_workers(cluster, workers)`` returning one
 ``(alive, reason)`` per item for periodic liveness checks.
 """
@@ -34,6 +36,7 @@ from importlib.metadata import entry_points
 from traitlets import (
     Any,
     Bool,
+    Callable,
     Dict,
     Float,
     Integer,
@@ -236,7 +239,11 @@ class Backend(LoggingConfigurable):
         ]
 
     def worker_command(self, cluster, worker) -> list[str]:
-        """One worker process (no nanny: the gateway itself replaces dead workers)."""
+        """One worker process (no nanny: the gateway itself replaces dead workers).
+
+        Without a dashboard: nothing proxies a worker's, and its port would be open
+        to every local account (``tls_env`` also empties its HTTP routes).
+        """
         cfg = cluster.config
         return [
             cfg.get("python") or sys.executable,
@@ -252,6 +259,7 @@ class Backend(LoggingConfigurable):
             "--no-nanny",
             "--host",
             self.listen_host,
+            "--no-dashboard",
             "--dashboard-address",
             f"{self.listen_host}:0",
         ]
@@ -260,24 +268,56 @@ class Backend(LoggingConfigurable):
     def tls_env(role: str, cert_path: str, key_path: str) -> dict:
         """Environment pointing distributed at the cluster's key pair (scheduler or worker)."""
         prefix = "DASK_DISTRIBUTED__COMM__TLS__"
+        extra = {"DASK_DISTRIBUTED__WORKER__HTTP__ROUTES": "[]"} if role == "worker" else {}
         return {
+            **extra,
             "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
             prefix + "CA_FILE": cert_path,
             f"{prefix}{role.upper()}__CERT": cert_path,
             f"{prefix}{role.upper()}__KEY": key_path,
         }
 
-    def handoff_socket(self, cluster) -> str:
-        """The unix socket on which this cluster's scheduler takes connections from the proxy.
+    def handoff_target(self, cluster) -> dict:
+        """Where the proxy may pass this cluster's client connections to its scheduler.
 
-        Only for schedulers on the proxy's host running as the proxy's user; ""
-        (the default) makes the proxy splice bytes instead. The gateway uses it
-        only once the scheduler's heartbeat says the socket is listening.
+        ``{"path": unix socket, "uid": listener's uid, "pid": listener's pid}``
+        for schedulers on the proxy's host; ``{}`` (the default) makes the proxy
+        splice bytes instead. The gateway uses it only once the scheduler's
+        heartbeat says the socket is listening, and the proxy checks the
+        listener's credentials against uid and pid before handing anything over.
         """
-        return ""
+        return {}
+
+    # --- accounts -----------------------------------------------------------------------
+
+    user_accounts = Union(
+        [Dict(value_trait=Unicode()), Callable()],
+        default_value={},
+        help="""Gateway user name -> system account its clusters run as, where a backend
+        runs them as the user: a dict (names not in it map to themselves) or a callable
+        ``(username) -> account name``. By default every user's account has their name.""",
+    ).tag(config=True)
+
+    def account_name(self, username: str) -> str:
+        """The system account for ``username`` (see ``user_accounts``)."""
+        mapping = self.user_accounts
+        if callable(mapping):
+            name = mapping(username)
+        else:
+            name = mapping.get(username, username)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"user_accounts gave {name!r} for {username!r}, not an account name")
+        return name
+
+    async def check_owner(self, username: str) -> None:
+        """Raise ``Forbidden`` if this backend cannot run clusters for ``username``.
+
+        Called when a cluster is requested, before anything is created, so the
+        user gets the reason from ``new_cluster()`` (e.g. no local account).
+        """
 
     async def setup(self) -> None:
-        """Called once when the gateway starts."""
+        """Called once when the gateway starts; raise ``StartupError`` to refuse to start."""
 
     async def cleanup(self) -> None:
         """Called once when the gateway stops (clusters keep running)."""

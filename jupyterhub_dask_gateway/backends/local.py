@@ -1,11 +1,17 @@
 """The embedded default backend: schedulers and workers as local processes.
 
-Every process runs in its own session (so it outlives the gateway and can be
-signalled as a group), in a 0700 working directory per cluster holding the
-cluster's key pair (0600) and one log file per process. Stops climb the ladder
-SIGINT → SIGTERM → SIGKILL. A small pool of pre-imported interpreters
-(``warm.py``) makes starting a scheduler or worker take milliseconds instead of
-the ~1.5 s Python needs to import distributed.
+Each cluster runs as its owner's own system account when the gateway runs as
+root (the default there; ``user_accounts`` maps names), with that account's
+groups, home and a clean environment; a gateway that cannot switch users refuses
+to start unless ``unsafe_shared_account`` says that one account for everyone is
+intended. Every process runs in its own session (so it outlives the gateway and
+can be signalled as a group), in a 0700 working directory per cluster, owned by
+the account, holding the cluster's key pair (0600) and one log file per
+process. The gateway writes into that directory only while creating it, before
+handing it over. Stops climb the ladder SIGINT → SIGTERM → SIGKILL. Every
+process starts through ``warm.py``, which drops to the account; a small pool of
+pre-imported launchers makes that take milliseconds instead of the ~1.5 s Python
+needs to import distributed.
 """
 
 from __future__ import annotations
@@ -22,8 +28,11 @@ import time
 import psutil
 from traitlets import Bool, Float, Integer, List, Unicode, default
 
-from ..errors import BackendError
+from ..accounts import Account, blocked_for_others, lookup_account, read_tail_as_root
+from ..errors import BackendError, StartupError
 from .base import Backend
+
+_LAUNCHER = "jupyterhub_dask_gateway.backends.warm"
 
 
 class LocalBackend(Backend):
@@ -63,6 +72,15 @@ class LocalBackend(Backend):
         "0 disables the pool (each process then pays the ~1.5 s import time).",
     ).tag(config=True)
 
+    unsafe_shared_account = Bool(
+        False,
+        help="""Run every user's clusters as the gateway's own account. Only for a
+        single-user or development install: users can then read each other's clusters
+        and the gateway's state (its database, encryption key and tokens) with code they
+        run on their schedulers. Without it, a gateway that is not root (and so cannot
+        switch users) refuses to start.""",
+    ).tag(config=True)
+
     socket_handoff = Bool(
         True,
         help="Let the proxy pass each client connection's socket to the scheduler "
@@ -90,10 +108,63 @@ class LocalBackend(Backend):
         self._refill_task: asyncio.Task | None = None
         self._closing = False
 
+    @property
+    def per_user(self) -> bool:
+        """Whether clusters run as their owners' accounts (root, not shared-account mode)."""
+        return os.geteuid() == 0 and not self.unsafe_shared_account
+
     # --- lifecycle ----------------------------------------------------------------------
     async def setup(self):
-        os.makedirs(self.clusters_directory, mode=0o700, exist_ok=True)
+        if os.geteuid() != 0 and not self.unsafe_shared_account:
+            raise StartupError(
+                "The local backend runs each user's clusters as that user's own account, "
+                f"which needs root; this gateway runs as uid {os.geteuid()}. Run it as root, "
+                "or set c.LocalBackend.unsafe_shared_account = True to run every cluster as "
+                "this account (single-user or development installs only: users' code could "
+                "then read each other's clusters and the gateway's secrets)."
+            )
+        if self.per_user:
+            state_dir = getattr(self.parent, "state_dir", None)
+            parent = os.path.dirname(os.path.abspath(self.clusters_directory))
+            if state_dir and parent == os.path.abspath(state_dir):
+                # The gateway's own state dir: accounts may pass through it to their work
+                # dirs, never list or read it (its files are 0600).
+                os.chmod(state_dir, 0o711)
+            self._check_reachable()
+            os.makedirs(self.clusters_directory, mode=0o711, exist_ok=True)
+            os.chmod(self.clusters_directory, 0o711)
+        else:
+            self.log.warning(
+                "LocalBackend.unsafe_shared_account: every cluster runs as %s; users are not "
+                "isolated from each other or from the gateway's state",
+                "root" if os.geteuid() == 0 else f"uid {os.geteuid()}",
+            )
+            os.makedirs(self.clusters_directory, mode=0o700, exist_ok=True)
         self._schedule_refill()
+
+    def _check_reachable(self):
+        """Users' processes must reach their work dirs and execute the cluster Python."""
+        parent = os.path.dirname(os.path.abspath(self.clusters_directory))
+        blocked = blocked_for_others(parent)
+        if blocked:
+            raise StartupError(
+                f"Users' clusters could not reach their working directories under "
+                f"{self.clusters_directory}: other accounts cannot enter {blocked}. Set "
+                "c.LocalBackend.clusters_directory (or DaskGateway.state_dir) to a place "
+                "every account can traverse."
+            )
+        python = self.cluster_config_class(parent=self).python
+        if python != sys.executable:
+            return  # another environment: the admin's to provide (a start failure says so)
+        for path in {python, sys.prefix, os.path.dirname(os.__file__)}:
+            blocked = blocked_for_others(path, need_read=True)
+            if blocked:
+                raise StartupError(
+                    f"Users' clusters could not run {python}: other accounts cannot read "
+                    f"{blocked}. Install the gateway in an environment every account can "
+                    "execute (scripts/setup.sh makes one under /opt), or set "
+                    "c.ClusterConfig.python to one."
+                )
 
     async def cleanup(self):
         self._closing = True
@@ -119,21 +190,26 @@ class LocalBackend(Backend):
         self._pool = [p for p in self._pool if p.returncode is None]
         while not self._closing and len(self._pool) < self.warm_pool_size:
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "jupyterhub_dask_gateway.backends.warm",
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL,
-                    start_new_session=True,
-                    env=self._base_env(),
-                    cwd=self.clusters_directory,
-                )
+                proc = await self._start_launcher(sys.executable)
             except OSError:
                 self.log.warning("Could not start a warm interpreter", exc_info=True)
                 return
             self._pool.append(proc)
+
+    async def _start_launcher(self, python: str) -> asyncio.subprocess.Process:
+        # The environment is the inherited allow-list only: nothing of the gateway's
+        # (its Hub token, the proxy token) ever reaches a process a user will own.
+        return await asyncio.create_subprocess_exec(
+            python,
+            "-m",
+            _LAUNCHER,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+            env=self._base_env(),
+            cwd="/",
+        )
 
     # --- process helpers ----------------------------------------------------------------
     def _base_env(self) -> dict:
@@ -142,61 +218,99 @@ class LocalBackend(Backend):
     def _workdir(self, cluster) -> str:
         return os.path.join(self.clusters_directory, cluster.name)
 
-    def _prepare_workdir(self, cluster) -> tuple[str, str, str]:
-        workdir = self._workdir(cluster)
-        os.makedirs(os.path.join(workdir, "logs"), mode=0o700, exist_ok=True)
-        os.chmod(workdir, 0o700)
-        certs = os.path.join(workdir, ".certs")
-        os.makedirs(certs, mode=0o700, exist_ok=True)
-        cert_path = os.path.join(certs, "dask.crt")
-        key_path = os.path.join(certs, "dask.pem")
-        for path, data in ((cert_path, cluster.tls_cert), (key_path, cluster.tls_key)):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(data)
-        return workdir, cert_path, key_path
+    async def _account(self, username: str) -> Account | None:
+        if not self.per_user:
+            return None
+        # pwd/grp may ask the network (LDAP, SSSD): off the event loop.
+        return await asyncio.to_thread(lookup_account, self.account_name(username), username)
 
-    async def _launch(self, argv: list[str], env: dict, cwd: str, log: str) -> dict:
-        """Start ``argv`` (``python -m module args``), through a warm process when possible."""
+    def _create_workdir(self, cluster, account: Account | None) -> str:
+        """A fresh working directory with the key pair, handed to ``account`` last.
+
+        Everything is created inside a directory nobody else can enter yet, and
+        the gateway never writes into it again: from then on it is the user's.
+        """
+        workdir = self._workdir(cluster)
+        if os.path.lexists(workdir):
+            # A retried start: clear what a previous attempt left (fd-based, no links followed).
+            shutil.rmtree(workdir)
+        os.mkdir(workdir, 0o700)
+        for sub in ("logs", ".certs"):
+            os.mkdir(os.path.join(workdir, sub), 0o700)
+        for name, data in (("dask.crt", cluster.tls_cert), ("dask.pem", cluster.tls_key)):
+            fd = os.open(
+                os.path.join(workdir, ".certs", name),
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                0o600,
+            )
+            with os.fdopen(fd, "w") as f:
+                if account is not None:
+                    os.fchown(f.fileno(), account.uid, account.gid)
+                f.write(data)
+        if account is not None:
+            for sub in ("logs", ".certs", ""):
+                os.lchown(os.path.join(workdir, sub), account.uid, account.gid)
+        return workdir
+
+    def _tls_paths(self, workdir: str) -> tuple[str, str]:
+        certs = os.path.join(workdir, ".certs")
+        return os.path.join(certs, "dask.crt"), os.path.join(certs, "dask.pem")
+
+    def _process_env(self, cluster, env: dict, account: Account | None, role: str, workdir):
+        cert, key = self._tls_paths(workdir)
+        return {
+            **self._base_env(),
+            **(account.environment() if account else {}),
+            **cluster.config.get("environment", {}),
+            **env,
+            **self.tls_env(role, cert, key),
+        }
+
+    async def _launch(self, argv, env, cwd, log, account: Account | None) -> dict:
+        """Start ``argv`` (``python -m module args``) as ``account``, through the launcher."""
         python, _, module, *args = argv
+        request = {
+            "module": module,
+            "argv": args,
+            "env": env,
+            "cwd": cwd,
+            "log": log,
+            "account": account.to_dict() if account else None,
+        }
+        line = json.dumps(request).encode() + b"\n"
         proc = None
         if python == sys.executable:
-            while self._pool:
+            while self._pool and proc is None:
                 candidate = self._pool.pop(0)
-                if candidate.returncode is None:
+                if candidate.returncode is None and await self._send(candidate, line):
                     proc = candidate
-                    break
-        if proc is not None:
-            request = {"module": module, "argv": args, "env": env, "cwd": cwd, "log": log}
-            try:
-                proc.stdin.write(json.dumps(request).encode() + b"\n")
-                await proc.stdin.drain()
-                proc.stdin.close()
-            except (BrokenPipeError, ConnectionResetError):
-                proc = None
             self._schedule_refill()
         if proc is None:
-            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=fd,
-                    stderr=fd,
-                    start_new_session=True,
-                    env=env,
-                    cwd=cwd,
-                )
+                proc = await self._start_launcher(python)
             except OSError as exc:
-                raise BackendError(f"Could not start {argv[0]}: {exc}") from None
-            finally:
-                os.close(fd)
+                raise BackendError(f"Could not start {python}: {exc}") from None
+            if not await self._send(proc, line):
+                raise BackendError(f"{python} exited before it could start {module}")
         self._children[proc.pid] = proc
         try:
             created = psutil.Process(proc.pid).create_time()
         except psutil.Error:
             created = time.time()
-        return {"pid": proc.pid, "create_time": created, "log": log}
+        state = {"pid": proc.pid, "create_time": created, "log": log}
+        if account is not None:
+            state["uid"] = account.uid
+        return state
+
+    @staticmethod
+    async def _send(proc: asyncio.subprocess.Process, line: bytes) -> bool:
+        try:
+            proc.stdin.write(line)
+            await proc.stdin.drain()
+            proc.stdin.close()
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+        return True
 
     def _alive(self, state: dict) -> bool:
         pid = state.get("pid")
@@ -209,6 +323,8 @@ class LocalBackend(Backend):
             p = psutil.Process(pid)
             if abs(p.create_time() - state.get("create_time", p.create_time())) > 1:
                 return False  # the pid was reused by an unrelated process
+            if "uid" in state and p.uids().real != state["uid"]:
+                return False  # not the account we started it as: not ours
             return p.status() != psutil.STATUS_ZOMBIE
         except psutil.Error:
             return False
@@ -246,54 +362,58 @@ class LocalBackend(Backend):
             await child.wait()
 
     def _last_log_lines(self, state: dict, n: int = 5) -> str:
-        try:
-            with open(state["log"], errors="replace") as f:
-                lines = [ln.rstrip() for ln in f.readlines()[-n:]]
-            return " | ".join(ln for ln in lines if ln)
-        except (KeyError, OSError):
+        log = state.get("log", "")
+        workdir = os.path.dirname(os.path.dirname(log))  # <workdir>/logs/<name>.log
+        if not log or os.path.dirname(workdir) != os.path.abspath(self.clusters_directory):
             return ""
+        # The log is in the user's directory: read it as something the user controls.
+        owner = state.get("uid", os.geteuid())
+        text = read_tail_as_root(workdir, os.path.relpath(log, workdir), owner)
+        lines = [ln.rstrip() for ln in text.splitlines()[-n:]]
+        return " | ".join(ln for ln in lines if ln)
 
     # --- the contract -------------------------------------------------------------------
+    async def check_owner(self, username):
+        await self._account(username)
+
     async def start_cluster(self, cluster, env):
-        workdir, cert, key = self._prepare_workdir(cluster)
-        full_env = {
-            **self._base_env(),
-            **cluster.config.get("environment", {}),
-            **env,
-            **self.tls_env("scheduler", cert, key),
-        }
+        account = await self._account(cluster.username)
+        workdir = self._create_workdir(cluster, account)
+        full_env = self._process_env(cluster, env, account, "scheduler", workdir)
         if self.socket_handoff:
-            # Abstract namespace: no path length limit; the random name and a uid check on
-            # both ends (proxy/handoff.py) keep other users out.
+            # Abstract namespace: no path length limit. Anyone may bind a name they
+            # guess, so the proxy checks the listener's uid and pid (proxy/handoff.py).
             full_env["JHDG_HANDOFF_SOCKET"] = f"@jhdg-handoff-{secrets.token_hex(16)}"
+            full_env["JHDG_HANDOFF_PEER_UID"] = str(os.getuid())
         log = os.path.join(workdir, "logs", "scheduler.log")
-        state = await self._launch(self.scheduler_command(cluster), full_env, workdir, log)
+        argv = self.scheduler_command(cluster)
+        state = await self._launch(argv, full_env, workdir, log, account)
         state["workdir"] = workdir
         if self.socket_handoff:
             state["handoff_socket"] = full_env["JHDG_HANDOFF_SOCKET"]
         return state
 
-    def handoff_socket(self, cluster) -> str:
-        return cluster.state.get("handoff_socket", "") if self.socket_handoff else ""
+    def handoff_target(self, cluster) -> dict:
+        state = cluster.state
+        if not (self.socket_handoff and state.get("handoff_socket") and state.get("pid")):
+            return {}
+        return {"path": state["handoff_socket"], "uid": state.get("uid"), "pid": state["pid"]}
 
     async def stop_cluster(self, cluster):
         await self._stop_process(cluster.state)
-        # Workers were stopped by the reconciler first; stragglers in the work dir are
-        # found by their recorded states there, so removing the directory is safe now.
+        # Workers were stopped by the reconciler first, so the key pair can go; the logs
+        # stay. The directory is the user's: rmtree is fd-based and refuses a link.
         workdir = cluster.state.get("workdir")
         if workdir and os.path.isdir(workdir):
             shutil.rmtree(os.path.join(workdir, ".certs"), ignore_errors=True)
 
     async def start_worker(self, cluster, worker, env):
-        workdir, cert, key = self._prepare_workdir(cluster)
-        full_env = {
-            **self._base_env(),
-            **cluster.config.get("environment", {}),
-            **env,
-            **self.tls_env("worker", cert, key),
-        }
+        account = await self._account(cluster.username)
+        workdir = cluster.state.get("workdir") or self._workdir(cluster)
+        full_env = self._process_env(cluster, env, account, "worker", workdir)
         log = os.path.join(workdir, "logs", f"worker-{worker.name}.log")
-        return await self._launch(self.worker_command(cluster, worker), full_env, workdir, log)
+        argv = self.worker_command(cluster, worker)
+        return await self._launch(argv, full_env, workdir, log, account)
 
     async def stop_worker(self, cluster, worker):
         await self._stop_process(worker.state)

@@ -1,12 +1,26 @@
-"""A pre-imported Python process that becomes a scheduler or a worker on request.
+"""The launcher every local scheduler and worker starts from; pre-imported when pooled.
 
 ``python -m jupyterhub_dask_gateway.backends.warm`` imports distributed (the slow
-part of starting a scheduler, ~1.5 s) and waits for one JSON line on stdin:
-``{"module": "distributed.cli.dask_scheduler", "argv": [...], "env": {...},
-"cwd": "...", "log": "..."}``. It then detaches from the gateway (stdin closed,
-output to the log file, new session already) and runs the module as ``__main__``.
-If stdin reaches EOF first (the gateway went away), it exits quietly, so idle
-warm processes never outlive their gateway.
+part of starting a scheduler, ~1.5 s) and waits for one JSON line on stdin::
+
+    {"module": "distributed.cli.dask_scheduler", "argv": [...], "env": {...},
+     "cwd": "...", "log": "...", "account": {"uid": ..., "gid": ..., "groups": [...]}}
+
+It then becomes that process, in this order:
+
+1. drops to ``account`` (supplementary groups, gid, uid: real, effective and saved)
+   and checks the change cannot be undone; nothing the user controls has been read
+   yet, and nothing of the gateway's is in this process (it was started with a
+   clean environment and has read nothing but stdin and the installed packages);
+2. enters the cluster's directory, replaces its environment with ``env``, and sends
+   its output to ``log`` (opened as the user, so a link planted there gets nothing
+   the user could not write anyway);
+3. runs the module as ``__main__``.
+
+Without ``account`` (shared-account mode) step 1 is skipped. If stdin reaches EOF
+first (the gateway went away), it exits quietly, so idle pooled processes never
+outlive their gateway. The backend uses the same launcher without a pool, so
+there is one way to start a process as a user.
 """
 
 import json
@@ -42,17 +56,41 @@ def _preimport():
             pass  # e.g. no bokeh: the scheduler or worker will not import it either
 
 
-def main():
-    _preimport()
+def become(account: dict) -> None:
+    """Drop to ``account`` for good: groups, then gid, then uid; verified.
 
-    line = sys.stdin.readline()
-    if not line.strip():
-        return 0
-    request = json.loads(line)
+    Raises ``PermissionError`` (or ``OSError``) if any step fails or the old
+    identity could be regained; the caller must then exit without running anything.
+    """
+    uid, gid = int(account["uid"]), int(account["gid"])
+    groups = sorted({int(g) for g in account.get("groups", [gid])})
+    if uid == 0:
+        raise PermissionError("refusing to run a cluster process as root")
+    os.setgroups(groups)
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
+        raise PermissionError("the uid/gid change did not take")
+    if sorted(set(os.getgroups())) != groups:
+        raise PermissionError("the supplementary groups did not take")
+    try:
+        os.setuid(0)
+    except PermissionError:
+        pass
+    else:
+        raise PermissionError("root could be regained after dropping privileges")
+
+
+def run(request: dict) -> None:
+    """Become the process ``request`` describes (the steps in the module docstring)."""
+    account = request.get("account")
+    if account:
+        become(account)
+    os.umask(0o077)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    log_fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    log_fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(log_fd, 1)
@@ -64,6 +102,23 @@ def main():
     dask.config.refresh()
     sys.argv = [request["module"], *request["argv"]]
     runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+
+
+def main():
+    _preimport()
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0
+    try:
+        request = json.loads(line)
+        if request.get("account"):
+            become(request["account"])
+            request["account"] = None
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        # Nothing ran; stderr is the gateway's log of this launcher.
+        print(f"jupyterhub_dask_gateway launcher: {exc}", file=sys.stderr)
+        return 70
+    run(request)
     return 0
 
 

@@ -102,6 +102,13 @@ class DashboardProxyHandler(WebSocketHandler):
         """
         raise NotImplementedError("subclasses decide which dashboards a user may see")
 
+    def upstream_headers(self) -> dict[str, str]:
+        """Headers added to every request to the dashboard (after ``resolve_dashboard``).
+
+        They replace any header of the same name the browser sent.
+        """
+        return {}
+
     def get_http_client(self) -> AsyncHTTPClient:
         return self.settings.get("dashboard_proxy_http_client") or AsyncHTTPClient()
 
@@ -169,6 +176,8 @@ class DashboardProxyHandler(WebSocketHandler):
         incoming = self.request.headers
         # Headers listed in Connection are hop-by-hop too.
         listed = {h.strip().lower() for h in incoming.get("Connection", "").split(",")}
+        ours = self.upstream_headers()
+        listed |= {name.lower() for name in ours}
         headers = {}
         for name in incoming:
             if name.lower() in drop or name.lower() in listed:
@@ -180,6 +189,7 @@ class DashboardProxyHandler(WebSocketHandler):
         headers["X-Forwarded-Proto"] = self.request.protocol
         headers["X-Forwarded-Host"] = self.request.host
         headers["X-Forwarded-Prefix"] = self._base_path(cluster_name)
+        headers.update(ours)
         return headers
 
     def _bad_gateway(self, cluster_name: str, error: Exception) -> None:

@@ -13,8 +13,12 @@ Both ends live here so the little protocol is in one place:
 - the scheduler (our preload) runs :class:`HandoffReceiver` on a unix socket,
   by default in Linux's abstract namespace under a random name the gateway
   chose (``@jhdg-<hex>``: no path length limit, nothing to clean up), and
-  serves only peers of its own uid; the proxy likewise only sends to a
-  listener of its own uid, so a squatted name cannot receive a connection;
+  serves only peers of the uids it was told (its own and the proxy's);
+- the proxy only sends to the listener it expects: the kernel reports the
+  listener's uid and pid (``SO_PEERCRED``), and both must be the cluster's
+  account and the scheduler process the backend started. Abstract names are
+  visible to every local account, so a name squatted by anyone else (another
+  user who guessed or raced it) gets a connect and nothing more;
 - the proxy calls :func:`hand_off`: connect, send one byte carrying the fd,
   read one byte of answer. ``b"K"``: the scheduler owns the connection now;
   ``b"E"`` or any failure before the fd went out: the proxy keeps the socket
@@ -31,8 +35,17 @@ import logging
 import os
 import socket
 import struct
+from typing import NamedTuple
 
-__all__ = ["HandedOff", "HandoffReceiver", "hand_off", "pause_listener", "readable", "unix_address"]
+__all__ = [
+    "HandedOff",
+    "HandoffReceiver",
+    "HandoffTarget",
+    "hand_off",
+    "pause_listener",
+    "readable",
+    "unix_address",
+]
 
 log = logging.getLogger("jupyterhub_dask_gateway.proxy")
 
@@ -43,14 +56,41 @@ _DECLINED = b"E"
 MAX_PATH = 107
 
 
+class HandoffTarget(NamedTuple):
+    """Where the proxy may hand a connection: the socket, and who must be listening.
+
+    ``uid`` None means the proxy's own uid, ``pid`` None any process of it.
+    """
+
+    path: str
+    uid: int | None = None
+    pid: int | None = None
+
+    @classmethod
+    def from_wire(cls, value) -> HandoffTarget | None:
+        """``"@name"`` / ``"/path"`` or ``{"path": ..., "uid": int, "pid": int}``; None if neither."""
+        if isinstance(value, str):
+            return cls(value) if value[:1] in ("/", "@") else None
+        if not isinstance(value, dict):
+            return None
+        path, uid, pid = value.get("path"), value.get("uid"), value.get("pid")
+        if not (isinstance(path, str) and path[:1] in ("/", "@")):
+            return None
+        for number in (uid, pid):
+            if number is not None and (not isinstance(number, int) or isinstance(number, bool)):
+                return None
+        return cls(path, uid, pid)
+
+
 def unix_address(name: str) -> str:
     """``@name`` is an abstract socket (leading NUL), anything else a filesystem path."""
     return "\0" + name[1:] if name.startswith("@") else name
 
 
-def peer_uid(sock: socket.socket) -> int:
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """``(pid, uid, gid)`` of the process at the other end of a unix socket."""
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    return struct.unpack("3i", creds)
 
 
 def pause_listener(listener: socket.socket, on_readable, delay: float = 1.0) -> None:
@@ -73,9 +113,17 @@ class HandedOff(Exception):
     """The fd went out but no answer came back: the proxy must not use the socket."""
 
 
-async def hand_off(path: str, sock: socket.socket, timeout: float = 10.0) -> bool:
-    """Pass ``sock`` to the receiver at ``path``.
+async def hand_off(
+    path: str,
+    sock: socket.socket,
+    timeout: float = 10.0,
+    *,
+    uid: int | None = None,
+    pid: int | None = None,
+) -> bool:
+    """Pass ``sock`` to the receiver at ``path``, if it is process ``pid`` of ``uid``.
 
+    ``uid`` None means our own uid; ``pid`` None accepts any process of that uid.
     Returns True when the receiver took the connection (close your copy, do
     not shut it down), False when the caller still owns it (fall back to
     splicing). Raises :class:`HandedOff` when the outcome is unknown.
@@ -86,8 +134,18 @@ async def hand_off(path: str, sock: socket.socket, timeout: float = 10.0) -> boo
     sent = False
     try:
         await asyncio.wait_for(loop.sock_connect(channel, unix_address(path)), timeout)
-        if peer_uid(channel) != os.getuid():
-            log.warning("Not handing a connection to %s: it is not ours", path)
+        peer_pid, peer_uid, _ = peer_credentials(channel)
+        expected_uid = os.getuid() if uid is None else uid
+        if peer_uid != expected_uid or (pid is not None and peer_pid != pid):
+            log.warning(
+                "Not handing a connection to %s: its listener is pid %d of uid %d, "
+                "expected %s of uid %d",
+                path,
+                peer_pid,
+                peer_uid,
+                "any process" if pid is None else f"pid {pid}",
+                expected_uid,
+            )
             return False
         # A fresh unix socket's buffer always has room for one byte: this does not block.
         socket.send_fds(channel, [_REQUEST], [sock.fileno()])
@@ -107,13 +165,14 @@ class HandoffReceiver:
     """Accept sockets passed by the proxy and give each to ``adopt(sock, peer)``.
 
     ``adopt`` must take ownership of the socket or raise (the connection is then
-    left to the proxy). Only peers running as our own uid are served: the
-    directory is 0700 already, this is the second lock.
+    left to the proxy). Only peers running as one of ``peer_uids`` (default: our
+    own uid) are served.
     """
 
-    def __init__(self, path: str, adopt):
+    def __init__(self, path: str, adopt, peer_uids=None):
         self.path = path
         self.adopt = adopt
+        self.peer_uids = frozenset(peer_uids or {os.getuid()})
         self.abstract = path.startswith("@")
         self._listener: socket.socket | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -172,8 +231,8 @@ class HandoffReceiver:
     async def _serve(self, channel: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         try:
-            uid = peer_uid(channel)
-            if uid != os.getuid():
+            _, uid, _ = peer_credentials(channel)
+            if uid not in self.peer_uids:
                 log.warning("Refusing a socket hand-off from uid %d", uid)
                 return
             await readable(channel, timeout=5)

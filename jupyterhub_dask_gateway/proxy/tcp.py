@@ -33,7 +33,7 @@ from collections.abc import Iterable
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from .handoff import HandedOff, hand_off, pause_listener, readable
+from .handoff import HandedOff, HandoffTarget, hand_off, pause_listener, readable
 from .sni import INVALID, MAX_HELLO_SIZE, NEED_MORE, NOT_TLS, SNIResult, parse_sni
 
 __all__ = ["SNI_PREFIX", "RouteSync", "TCPProxy", "parse_host_port", "run_proxy"]
@@ -93,6 +93,8 @@ class _Half(asyncio.BufferedProtocol):
         self.peer: _Half | None = None
         self.eof = False
         self.lost = False
+        # Bytes read before the peer existed (see buffer_updated).
+        self.early: list[bytes] = []
 
     def connection_made(self, transport):
         self.transport = transport
@@ -108,7 +110,26 @@ class _Half(asyncio.BufferedProtocol):
         return self.proxy._buffer.view
 
     def buffer_updated(self, nbytes):
-        self.proxy._buffer.forward(nbytes, self.peer.transport)
+        peer = self.peer
+        if peer is None or peer.transport is None:
+            # Before CPython 3.11.3 a pause_reading() made in connection_made is undone
+            # when the transport starts reading right after, so bytes can arrive before
+            # the upstream connection exists: keep them, and this time the pause holds.
+            self.early.append(bytes(self.proxy._buffer.view[:nbytes]))
+            self.transport.pause_reading()
+            return
+        self.proxy._buffer.forward(nbytes, peer.transport)
+
+    def link(self, peer: _Half) -> None:
+        """Start forwarding to ``peer``: what arrived early first, then resume reading."""
+        self.peer = peer
+        for chunk in self.early:
+            peer.transport.write(chunk)
+        self.early.clear()
+        if self.eof and peer.transport.can_write_eof():
+            peer.transport.write_eof()
+        else:
+            self.transport.resume_reading()
 
     def pause_writing(self):
         # Our socket cannot take more: stop reading the side that feeds it.
@@ -170,7 +191,9 @@ class RouteSync:
 
     The contract: ``GET {gateway_url}api/v1/routes[?since=<version>]`` with
     ``Authorization: token <token>`` answers ``{"version": int, "routes":
-    {name: "host:port"}, "handoff": {name: "@socket"}, "http_handoff": "@socket"}``
+    {name: "host:port"}, "handoff": {name: {"path": "@socket", "uid": 1000, "pid": 42}},
+    "http_handoff": "@socket"}`` (a hand-off may also be a bare socket name: any process
+    of the proxy's own uid)
     (the full table; the hand-off keys are optional), holding the request while
     ``since`` is current. Errors keep the current table and retry with capped
     exponential backoff; after an error the next request omits ``since`` so a
@@ -311,7 +334,7 @@ def _parse_routes(body: bytes):
     handoff = data.get("handoff")
     if not isinstance(handoff, dict):
         handoff = {}
-    handoff = {n: p for n, p in handoff.items() if _is_unix_address(p)}
+    handoff = {n: t for n, t in ((n, HandoffTarget.from_wire(v)) for n, v in handoff.items()) if t}
     http_handoff = data.get("http_handoff")
     return version, table, handoff, http_handoff if _is_unix_address(http_handoff) else ""
 
@@ -366,7 +389,7 @@ class TCPProxy:
         self.connect_timeout = connect_timeout
         self.high_water = high_water
         self.routes: dict[str, tuple[str, int]] = {}
-        self.handoff: dict[str, str] = {}
+        self.handoff: dict[str, HandoffTarget] = {}
         self.http_handoff = ""
         self.routes_version: int | None = None
         self.address: tuple[str, int] | None = None
@@ -389,19 +412,24 @@ class TCPProxy:
         self,
         version: int | None,
         routes: dict[str, tuple[str, int]],
-        handoff: dict[str, str] | None = None,
+        handoff: dict[str, HandoffTarget | str] | None = None,
         http_handoff: str = "",
     ) -> None:
         """Replace the route table (logging what changed).
 
         ``handoff`` maps cluster names to the unix socket of a scheduler on this
-        host that takes its connections itself (see :mod:`.handoff`);
+        host that takes its connections itself, with the process that must be
+        listening there (see :mod:`.handoff`);
         ``http_handoff`` is the same for the gateway's HTTP server.
         """
         if http_handoff != self.http_handoff:
             log.info("HTTP connections: %s", "socket hand-off" if http_handoff else "spliced")
             self.http_handoff = http_handoff
-        handoff = {name: path for name, path in (handoff or {}).items() if name in routes}
+        handoff = {
+            name: target if isinstance(target, HandoffTarget) else HandoffTarget(target)
+            for name, target in (handoff or {}).items()
+            if name in routes
+        }
         for name in self.routes.keys() - routes.keys():
             log.info("Removed route for cluster %r", name)
         for name, target in routes.items():
@@ -461,10 +489,16 @@ class TCPProxy:
     async def _route(self, sock: socket.socket, peer: str) -> None:
         """Peek the hello, then hand the socket off, splice it, or close it."""
         try:
-            target, what, path = await self._choose(sock, peer)
-            if path is not None:
+            target, what, receiver = await self._choose(sock, peer)
+            if receiver is not None:
                 try:
-                    taken = await hand_off(path, sock, timeout=self.connect_timeout)
+                    taken = await hand_off(
+                        receiver.path,
+                        sock,
+                        timeout=self.connect_timeout,
+                        uid=receiver.uid,
+                        pid=receiver.pid,
+                    )
                 except HandedOff as e:
                     log.warning("Closing %s: hand-off to %s unclear: %s", peer, what, e)
                     taken = True
@@ -482,7 +516,7 @@ class TCPProxy:
             await self._splice(sock, peer, target, what)
 
     async def _choose(self, sock: socket.socket, peer: str):
-        """``(target, what, handoff_path)``; a None target means close the connection."""
+        """``(target, what, handoff)``; a None target means close the connection."""
         try:
             result = await asyncio.wait_for(peek_hello(sock), self.handshake_timeout)
         except asyncio.TimeoutError:
@@ -503,7 +537,8 @@ class TCPProxy:
             return target, f"cluster {cluster!r}", self.handoff.get(cluster)
         if self.http_target is None:
             log.debug("Closing %s: not TLS for a cluster and no HTTP target", peer)
-        return self.http_target, "the gateway", self.http_handoff or None
+        http_handoff = HandoffTarget(self.http_handoff) if self.http_handoff else None
+        return self.http_target, "the gateway", http_handoff
 
     async def _splice(self, sock: socket.socket, peer: str, target: tuple[str, int], what: str):
         loop = asyncio.get_running_loop()
@@ -529,8 +564,7 @@ class TCPProxy:
             upstream.transport.close()
             return
         log.debug("Connected %s to %s at %s:%d", peer, what, *target)
-        inbound.peer = upstream
-        inbound.transport.resume_reading()
+        inbound.link(upstream)
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)

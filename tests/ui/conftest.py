@@ -281,13 +281,11 @@ def hub(tmp_path, make_hub):
     server = make_hub(
         hub_config=f"""
         c.Spawner.default_url = "/lab"
-        c.Spawner.args = ["--allow-root", "--LabApp.expose_app_in_browser=True",
+        c.Spawner.args = ["--LabApp.expose_app_in_browser=True",
                           "--LabApp.extension_manager=readonly"]
         c.Spawner.environment = {{
             "JUPYTER_PATH": "{jupyter_path}",
             "JUPYTERLAB_SETTINGS_DIR": "{settings}",
-            "JUPYTERLAB_WORKSPACES_DIR": "{directory}/workspaces",
-            "PYTHONPATH": "{REPO}",
         }}
         """
     )

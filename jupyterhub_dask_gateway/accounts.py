@@ -1,0 +1,134 @@
+"""System accounts that users' processes run as.
+
+Owns the mapping from a gateway user name to a local account (``pwd``/``grp``),
+the credentials a process needs to become that account, and the checks that a
+path is reachable by other accounts. It starts no process: the backends do
+(``backends/local.py`` through ``backends/warm.py``, the job-queue backends
+through their submit wrapper).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import stat
+from dataclasses import dataclass
+
+from .errors import Forbidden
+
+
+@dataclass(frozen=True)
+class Account:
+    """Everything a process needs to run as a local account."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+    shell: str
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "uid": self.uid,
+            "gid": self.gid,
+            "groups": list(self.groups),
+            "home": self.home,
+            "shell": self.shell,
+        }
+
+    def environment(self) -> dict:
+        """The variables a login would set for this account."""
+        return {
+            "HOME": self.home,
+            "USER": self.name,
+            "LOGNAME": self.name,
+            "SHELL": self.shell or "/bin/sh",
+        }
+
+
+def lookup_account(name: str, username: str | None = None) -> Account:
+    """The account called ``name`` with its supplementary groups (as ``initgroups`` sets them).
+
+    Raises :class:`Forbidden` with a message for the user when there is none, or
+    when it is root (no user's cluster ever runs as root).
+    """
+    who = username or name
+    try:
+        entry = pwd.getpwnam(name)
+    except (KeyError, TypeError, ValueError):
+        raise Forbidden(
+            f"User {who!r} has no account {name!r} on the gateway's host; clusters run as "
+            "their owner's own account here. Ask an administrator to create it."
+        ) from None
+    if entry.pw_uid == 0:
+        raise Forbidden(f"User {who!r} maps to the root account; clusters never run as root")
+    groups = tuple(sorted(set(os.getgrouplist(entry.pw_name, entry.pw_gid))))
+    return Account(
+        name=entry.pw_name,
+        uid=entry.pw_uid,
+        gid=entry.pw_gid,
+        groups=groups,
+        home=entry.pw_dir,
+        shell=entry.pw_shell,
+    )
+
+
+def blocked_for_others(path: str, need_read: bool = False) -> str | None:
+    """The first component of ``path`` other accounts cannot pass, or None.
+
+    Checks "other" permission bits only (the accounts in question share no group
+    with the gateway's): every ancestor must be searchable, and ``path`` itself
+    searchable (and readable with ``need_read``). Symlinks are resolved first.
+    """
+    real = os.path.realpath(path)
+    parts = [real]
+    parent = real
+    while parent != os.path.dirname(parent):
+        parent = os.path.dirname(parent)
+        parts.append(parent)
+    for i, part in enumerate(reversed(parts)):
+        try:
+            mode = os.stat(part).st_mode
+        except OSError:
+            return part
+        last = i == len(parts) - 1
+        if stat.S_ISDIR(mode):
+            want = stat.S_IXOTH | (stat.S_IROTH if last and need_read else 0)
+        else:
+            want = stat.S_IROTH if need_read else 0
+        if mode & want != want:
+            return part
+    return None
+
+
+def read_tail_as_root(directory: str, relative: str, owner: int | None, limit: int = 8192) -> str:
+    """The last ``limit`` bytes of ``directory/relative``, read without trusting the user.
+
+    ``directory`` is a user-owned directory whose own entry the user cannot replace
+    (it sits in a directory of the gateway's). Every component below it is opened
+    relative to its parent with ``O_NOFOLLOW`` (a planted link fails), the file
+    must be a regular file owned by ``owner`` (a hard link to someone else's file
+    fails) and is opened non-blocking (a FIFO cannot hang the gateway). Returns ""
+    when any check fails.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fds = []
+    try:
+        fds.append(os.open(directory, flags | os.O_DIRECTORY))
+        *dirs, name = relative.split("/")
+        for part in dirs:
+            fds.append(os.open(part, flags | os.O_DIRECTORY, dir_fd=fds[-1]))
+        fd = os.open(name, flags, dir_fd=fds[-1])
+        fds.append(fd)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or (owner is not None and info.st_uid != owner):
+            return ""
+        os.lseek(fd, max(0, info.st_size - limit), os.SEEK_SET)
+        return os.read(fd, limit).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    finally:
+        for fd in fds:
+            os.close(fd)

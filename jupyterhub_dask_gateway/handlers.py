@@ -18,8 +18,8 @@ from tornado import web
 from . import __version__
 from .errors import BadRequest, Conflict, Forbidden, GatewayError, NotFound, Unauthorized
 from .models import Cluster, ClusterStatus
-from .utils import DASHBOARD_KEY_HEADER, dashboard_key
 from .proxy.dashboard import DashboardProxyHandler
+from .utils import DASHBOARD_KEY_HEADER, dashboard_key
 
 
 class BaseHandler(web.RequestHandler):

@@ -6,7 +6,6 @@ a ``conftest.py``, and ``from conftest import ...`` finds whichever pytest loade
 
 from __future__ import annotations
 
-import os
 import pwd
 import socket
 import stat

@@ -68,7 +68,7 @@ class HandoffTarget(NamedTuple):
 
     @classmethod
     def from_wire(cls, value) -> HandoffTarget | None:
-        """``"@name"`` / ``"/path"`` or ``{"path": ..., "uid": int, "pid": int}``; None if neither."""
+        """``"@name"``, ``"/path"`` or ``{"path": ..., "uid": int, "pid": int}``; else None."""
         if isinstance(value, str):
             return cls(value) if value[:1] in ("/", "@") else None
         if not isinstance(value, dict):

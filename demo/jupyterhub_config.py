@@ -1,12 +1,14 @@
-"""Demo Hub: dummy passwords, local single-user servers, the gateway with local processes."""
+"""Demo Hub: dummy passwords, each user's server and clusters as their own account.
+
+Run by ``scripts/demo.sh`` as root, from the state directory (the working directory).
+"""
 
 import os
+import sys
 
 import jupyterhub_dask_gateway
 
 c = get_config()  # noqa: F821  (provided by traitlets when it runs this file)
-
-here = os.path.dirname(os.path.abspath(__file__))
 
 c.JupyterHub.bind_url = "http://127.0.0.1:8000"
 c.JupyterHub.hub_ip = "127.0.0.1"
@@ -14,7 +16,10 @@ c.JupyterHub.authenticator_class = "dummy"
 c.DummyAuthenticator.password = "demo"
 c.Authenticator.allowed_users = {"alice", "bob", "admin"}
 c.Authenticator.admin_users = {"admin"}
-c.JupyterHub.spawner_class = "simple"  # servers run as this user, homes under /tmp
+# Each single-user server runs as the user's own account (alice, bob, admin exist on the
+# machine: demo.sh creates them), from this environment, which every account can execute.
+c.JupyterHub.spawner_class = "localprocess"
+c.Spawner.cmd = [os.path.join(os.path.dirname(sys.executable), "jupyterhub-singleuser")]
 c.Spawner.default_url = "/lab"
 c.JupyterHub.load_groups = {"team": {"users": ["alice", "bob"]}}
 

@@ -14,7 +14,7 @@ import pwd
 import stat
 from dataclasses import dataclass
 
-from .errors import Forbidden
+from .errors import Conflict
 
 
 @dataclass(frozen=True)
@@ -51,19 +51,21 @@ class Account:
 def lookup_account(name: str, username: str | None = None) -> Account:
     """The account called ``name`` with its supplementary groups (as ``initgroups`` sets them).
 
-    Raises :class:`Forbidden` with a message for the user when there is none, or
-    when it is root (no user's cluster ever runs as root).
+    Raises :class:`Conflict` with a message for the user when there is none, or
+    when it is root (no user's cluster ever runs as root). 409 rather than 403: the
+    dask-gateway client shows the message of a 409 (``GatewayClusterError``) and
+    drops that of a 403.
     """
     who = username or name
     try:
         entry = pwd.getpwnam(name)
     except (KeyError, TypeError, ValueError):
-        raise Forbidden(
+        raise Conflict(
             f"User {who!r} has no account {name!r} on the gateway's host; clusters run as "
             "their owner's own account here. Ask an administrator to create it."
         ) from None
     if entry.pw_uid == 0:
-        raise Forbidden(f"User {who!r} maps to the root account; clusters never run as root")
+        raise Conflict(f"User {who!r} maps to the root account; clusters never run as root")
     groups = tuple(sorted(set(os.getgrouplist(entry.pw_name, entry.pw_gid))))
     return Account(
         name=entry.pw_name,

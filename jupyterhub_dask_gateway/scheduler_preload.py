@@ -36,7 +36,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.routing import Matcher, Rule
-from tornado.web import Application, ErrorHandler, HTTPError, RequestHandler
+from tornado.web import Application, HTTPError, RequestHandler
 
 from .proxy.handoff import HandoffReceiver
 from .utils import DASHBOARD_KEY_HEADER, dashboard_key
@@ -71,11 +71,17 @@ class _WithoutKey(Matcher):
         return None if hmac.compare_digest(given, self.key) else {}
 
 
+class _Refused(RequestHandler):
+    """403 for any method. Not an ``ErrorHandler``: distributed's RoutingApplication
+    passes those over and asks its sub-applications (bokeh) instead."""
+
+    def prepare(self):
+        raise HTTPError(403)
+
+
 def require_dashboard_key(http_application, key: str) -> None:
     """Answer 403 to every request without ``key``, ahead of all routes (bokeh's too)."""
-    http_application.default_router.rules.insert(
-        0, Rule(_WithoutKey(key), ErrorHandler, {"status_code": 403})
-    )
+    http_application.default_router.rules.insert(0, Rule(_WithoutKey(key), _Refused))
 
 
 def _env_float(name: str, default: float) -> float:

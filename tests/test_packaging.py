@@ -57,10 +57,20 @@ def test_wheel_contents(wheel):
 def test_installed_wheel_enables_both_extensions(wheel, tmp_path):
     """Install into a fresh venv (no node on PATH) and ask Jupyter what it sees."""
     venv = tmp_path / "venv"
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120
-    )
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
+    # The dependencies come from the test environment (itself a venv, so
+    # --system-site-packages would not reach them); a bare path entry, so its own .pth
+    # files (this checkout's editable install) stay out.
+    site_dir = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    Path(site_dir, "test-dependencies.pth").write_text(
+        "\n".join(p for p in sys.path if p.endswith("site-packages")) + "\n"
+    )
     subprocess.run(
         [str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, timeout=300
     )

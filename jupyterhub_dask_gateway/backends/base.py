@@ -310,7 +310,7 @@ class Backend(LoggingConfigurable):
         return name
 
     async def check_owner(self, username: str) -> None:
-        """Raise ``Forbidden`` if this backend cannot run clusters for ``username``.
+        """Raise a ``GatewayError`` if this backend cannot run clusters for ``username``.
 
         Called when a cluster is requested, before anything is created, so the
         user gets the reason from ``new_cluster()`` (e.g. no local account).

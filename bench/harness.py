@@ -515,3 +515,20 @@ def write_section(name: str, body: str) -> None:
 
 def scratch_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+BENCH_USER = "alice"
+
+
+def prepare_accounts(scratch: Path) -> None:
+    """As root our gateway runs each user's clusters as their own account (the default):
+    the benchmark's user needs one, and must be able to pass through the scratch dir."""
+    import pwd
+
+    if os.geteuid() != 0:
+        raise SystemExit("run the benchmark as root: clusters run as the users' own accounts")
+    try:
+        pwd.getpwnam(BENCH_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", BENCH_USER], check=True)
+    scratch.chmod(0o711)

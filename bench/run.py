@@ -381,28 +381,36 @@ def sigkill_once(server, res: Results, deadline: float) -> None:
 # --- phase: listing and API throughput ------------------------------------------------------------
 
 
-STUB_SCHEDULER = r"""#!/bin/sh
+STUB_SCHEDULER = r"""
 # Stands in for a scheduler in the listing benchmark: reports itself RUNNING with the
 # heartbeat both gateways understand, then heartbeats every 10 s (both time out after 30 s).
-# Our gateway passes .../api/v1 as DASK_GATEWAY_API_URL, the reference .../api.
-case "$DASK_GATEWAY_API_URL" in
-  */v1) url="$DASK_GATEWAY_API_URL/clusters/$DASK_GATEWAY_CLUSTER_NAME/heartbeat" ;;
-  *) url="$DASK_GATEWAY_API_URL/v1/clusters/$DASK_GATEWAY_CLUSTER_NAME/heartbeat" ;;
-esac
-body='{"scheduler_address": "tls://127.0.0.1:9", "dashboard_address": "",
- "api_address": "http://127.0.0.1:9", "count": 0, "active_workers": [],
- "closing_workers": [], "closed_workers": []}'
-while :; do
-  curl -s -o /dev/null -X POST -H "Authorization: token $DASK_GATEWAY_API_TOKEN" \
-    -H "Content-Type: application/json" --data "$body" "$url"
-  sleep 10
-done
+# Our gateway starts it as its launcher (the environment comes as a JSON line on stdin,
+# see jupyterhub_dask_gateway/backends/warm.py) and passes .../api/v1 as
+# DASK_GATEWAY_API_URL; the reference runs it with the environment set, and .../api.
+import json, os, sys, time, urllib.request
+
+line = sys.stdin.readline() if not sys.stdin.isatty() else ""
+env = json.loads(line)["env"] if line.strip() else dict(os.environ)
+api = env["DASK_GATEWAY_API_URL"]
+api = api if api.endswith("/v1") else api + "/v1"
+url = f"{api}/clusters/{env['DASK_GATEWAY_CLUSTER_NAME']}/heartbeat"
+body = json.dumps({"scheduler_address": "tls://127.0.0.1:9", "dashboard_address": "",
+    "api_address": "http://127.0.0.1:9", "count": 0, "workers": {},
+    "closing_workers": [], "closed_workers": []}).encode()
+headers = {"Authorization": "token " + env["DASK_GATEWAY_API_TOKEN"],
+    "Content-Type": "application/json"}
+while True:
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=10).close()
+    except OSError:
+        pass
+    time.sleep(10)
 """
 
 
 def stub_scheduler(directory: Path) -> Path:
     stub = directory / "stub-scheduler"
-    stub.write_text(STUB_SCHEDULER)
+    stub.write_text(f"#!{sys.executable}" + STUB_SCHEDULER)
     stub.chmod(0o755)
     return stub
 
@@ -852,6 +860,7 @@ def main(argv=None) -> int:
     h.quiet_gateway_finalizers()
     h.ensure_reference()
     scratch = h.scratch_dir("jhdg-bench-")
+    h.prepare_accounts(scratch)
     load_start = os.getloadavg()
     t_start = time.perf_counter()
     res = Results()

@@ -106,7 +106,7 @@ class ClusterManager:
         if cluster.public_status == ClusterStatus.PENDING:
             try:
                 await asyncio.wait_for(self._event(cluster).wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _event(self, cluster: Cluster) -> asyncio.Event:

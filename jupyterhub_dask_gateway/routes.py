@@ -57,7 +57,7 @@ class RouteTable:
             return
         try:
             await asyncio.wait_for(self._changed.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     def snapshot(self) -> dict:

@@ -281,7 +281,7 @@ class GatewaySchedulerPlugin(SchedulerPlugin):
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             try:

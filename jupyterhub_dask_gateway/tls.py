@@ -37,7 +37,7 @@ def new_keypair(
     """Return ``(cert_pem, key_pem)`` as text for a new cluster."""
     key = _private_key(key_type)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dask-internal")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

@@ -2,11 +2,17 @@
 # test.sh - the whole test suite: lint (ruff, eslint, prettier, stylelint), jest,
 # and pytest with real processes: gateways, schedulers and workers, a JupyterHub with
 # configurable-http-proxy, JupyterLab in headless Chromium, and a Slurm on localhost.
+# Runs as root: the tests create real accounts for their users, as the demo does.
+# Everything runs from the environment setup.sh makes (Debian's python3, under /opt).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+[ "$(id -u)" = 0 ] || { echo "test.sh must run as root (the tests create accounts)" >&2; exit 1; }
 
-PY=${PYTHON:-python3}
 WITH_BROWSER=1 bash scripts/setup.sh
+VENV=${JHDG_VENV:-/opt/jupyterhub-dask-gateway}
+PY="$VENV/bin/python"
+export PATH="$VENV/bin:$PATH"
+"$PY" -c 'import sys; print("== Python", sys.version.split()[0], sys.executable, "==")'
 bash scripts/slurm-localhost.sh
 trap 'bash scripts/slurm-localhost-stop.sh --purge >/dev/null 2>&1 || true' EXIT
 

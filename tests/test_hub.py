@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import signal
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlparse
 
 import dask.array as da
@@ -187,6 +188,16 @@ def test_client_lifecycle_and_isolation(hub, tokens):
                 assert client.compute(x.sum()).result() == 1_000_000
                 assert client.submit(lambda v: v + 1, 41).result() == 42
 
+                # The scheduler runs as alice's own account, without the service's secrets.
+                def who():
+                    import os
+
+                    return os.getuid(), sorted(os.environ)
+
+                uid, variables = client.run_on_scheduler(who)
+                assert uid == pwd.getpwnam("alice").pw_uid
+                assert not [v for v in variables if v.startswith(("JUPYTERHUB_", "JHDG_PROXY"))]
+
                 # bob can neither see, connect to, scale nor stop alice's cluster
                 assert_invisible(bob, cluster.name, 3)
                 r = call(hub, tokens["bob"], "GET", f"cluster-details/{cluster.name}")
@@ -299,7 +310,7 @@ def execute_in_kernel(ws, code, timeout=120) -> tuple[str, dict]:
                     "msg_type": "execute_request",
                     "username": "test",
                     "session": uuid.uuid4().hex,
-                    "date": datetime.now(timezone.utc).isoformat(),
+                    "date": datetime.now(UTC).isoformat(),
                     "version": "5.3",
                 },
                 "parent_header": {},

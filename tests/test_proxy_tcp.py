@@ -147,7 +147,7 @@ class _RoutesHandler(web.RequestHandler):
         if since is not None and int(since) == gw.version:
             try:
                 await asyncio.wait_for(gw.wait_changed(), gw.hold)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if self.request.connection.stream.closed():
             return
@@ -199,7 +199,7 @@ class ProxyProcess:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.proc.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
         return self.proc.returncode

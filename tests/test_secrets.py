@@ -40,4 +40,9 @@ def test_no_plaintext_secrets_in_db_or_logs(make_gateway):
     # Key file and state directory permissions.
     key_file = os.path.join(gw.state_dir, "encryption.key")
     assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
-    assert stat.S_IMODE(os.stat(gw.state_dir).st_mode) == 0o700
+    # Passable (clusters run as their owners and reach their work dirs), never listable;
+    # every file in it the gateway's alone.
+    assert stat.S_IMODE(os.stat(gw.state_dir).st_mode) == 0o711
+    for entry in os.scandir(gw.state_dir):
+        if entry.is_file():
+            assert stat.S_IMODE(entry.stat().st_mode) == 0o600, entry.name

@@ -568,7 +568,7 @@ class JobQueueBackend(Backend):
                     proc.communicate(stdin.encode() if stdin is not None else None),
                     self.command_timeout,
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await _kill(proc)
                 raise BackendError(
                     f"{argv[0]} did not answer within {self.command_timeout:g} s"

@@ -177,7 +177,7 @@ class LocalBackend(Backend):
         for proc in pool:
             try:
                 await asyncio.wait_for(proc.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
                 await proc.wait()
 

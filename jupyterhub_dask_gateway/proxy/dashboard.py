@@ -234,7 +234,7 @@ class DashboardProxyHandler(WebSocketHandler):
         )
         try:
             response = await self.get_http_client().fetch(request, raise_error=False)
-        except (OSError, HTTPClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError, HTTPClientError) as e:
             self._bad_gateway(cluster_name, e)
             return
         if response.code == 599:
@@ -310,7 +310,7 @@ class DashboardProxyHandler(WebSocketHandler):
                 self.set_header("Content-Type", "application/json")
                 self.finish(json.dumps({"error": f"Dashboard refused the websocket: {e}"}))
             return
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             self._bad_gateway(cluster_name, e)
             return
         try:

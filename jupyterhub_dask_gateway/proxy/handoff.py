@@ -151,7 +151,7 @@ async def hand_off(
         socket.send_fds(channel, [_REQUEST], [sock.fileno()])
         sent = True
         answer = await asyncio.wait_for(loop.sock_recv(channel, 1), timeout)
-    except (OSError, asyncio.TimeoutError) as e:
+    except (TimeoutError, OSError) as e:
         if sent and isinstance(e, asyncio.TimeoutError):
             raise HandedOff(f"no answer from {path} within {timeout} s") from None
         log.debug("Socket hand-off to %s failed (%s); splicing instead", path, e)
@@ -243,7 +243,7 @@ class HandoffReceiver:
                 return
             answer = self._adopt(fds[0])
             await loop.sock_sendall(channel, answer)
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             log.debug("Hand-off channel failed: %s", e)
         finally:
             channel.close()

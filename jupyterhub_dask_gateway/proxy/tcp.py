@@ -519,7 +519,7 @@ class TCPProxy:
         """``(target, what, handoff)``; a None target means close the connection."""
         try:
             result = await asyncio.wait_for(peek_hello(sock), self.handshake_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.debug("Closing %s: no ClientHello within the handshake timeout", peer)
             return None, "", None
         except OSError as e:
@@ -554,7 +554,7 @@ class TCPProxy:
             await asyncio.wait_for(
                 loop.create_connection(lambda: upstream, *target), self.connect_timeout
             )
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             log.warning(
                 "Could not connect %s to %s at %s:%d: %s", peer, what, *target, e or "timed out"
             )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -36,6 +37,7 @@ LABEXTENSION = REPO / "jupyter_server_ext" / "labextension"
 CHROMIUM = os.environ.get("JHDG_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
 PASSWORD = "ui-test-password"
+LAB_USER = "alice"  # the standalone JupyterLab runs as this account
 
 # Cluster options the UI tests' gateway offers: one of each type the form must draw.
 GATEWAY_OPTIONS = textwrap.dedent(
@@ -161,7 +163,6 @@ class JupyterLab:
                 "port": self.port,
                 "port_retries": 0,
                 "open_browser": False,
-                "allow_root": True,
                 "root_dir": str(self.root),
                 "jpserver_extensions": {"jupyter_server_ext": True},
             },
@@ -192,7 +193,7 @@ class JupyterLab:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             # a standalone gateway: Basic auth, for the relay and for kernels alike
             "DASK_GATEWAY__AUTH__TYPE": "basic",
-            "DASK_GATEWAY__AUTH__KWARGS__USERNAME": "alice",
+            "DASK_GATEWAY__AUTH__KWARGS__USERNAME": LAB_USER,
             "DASK_GATEWAY__AUTH__KWARGS__PASSWORD": PASSWORD,
         }
         for var in (
@@ -202,6 +203,11 @@ class JupyterLab:
             "JUPYTERHUB_API_TOKEN",
         ):
             env.pop(var, None)
+        # As alice's own account, as under the Hub (JupyterLab refuses to run as root).
+        alice = pwd.getpwnam(LAB_USER)
+        env.update(HOME=alice.pw_dir, USER=LAB_USER, LOGNAME=LAB_USER)
+        for path in [self.directory, *self.directory.rglob("*")]:
+            os.lchown(path, alice.pw_uid, alice.pw_gid)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterlab", "--no-browser"],
@@ -210,6 +216,9 @@ class JupyterLab:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            user=alice.pw_uid,
+            group=alice.pw_gid,
+            extra_groups=[],
         )
         log.close()
 

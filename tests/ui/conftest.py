@@ -287,6 +287,14 @@ def hub(tmp_path, make_hub):
         path = settings / f"{plugin}.jupyterlab-settings"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
+    # alice's server saves settings there (the panel's dask-labextension hand-off does),
+    # and keeps its workspace in this Hub's directory, not what her account kept from
+    # earlier tests
+    workspaces = directory / "workspaces"
+    workspaces.mkdir()
+    alice = pwd.getpwnam(LAB_USER)
+    for path in [workspaces, settings, *settings.rglob("*")]:
+        os.lchown(path, alice.pw_uid, alice.pw_gid)
     server = make_hub(
         hub_config=f"""
         c.Spawner.default_url = "/lab"
@@ -295,6 +303,7 @@ def hub(tmp_path, make_hub):
         c.Spawner.environment = {{
             "JUPYTER_PATH": "{jupyter_path}",
             "JUPYTERLAB_SETTINGS_DIR": "{settings}",
+            "JUPYTERLAB_WORKSPACES_DIR": "{workspaces}",
         }}
         """
     )

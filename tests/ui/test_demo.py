@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,13 +35,17 @@ def demo_hub(tmp_path, accounts):
     from helpers import ensure_account
 
     for user in DEMO_USERS:
-        ensure_account(user)
+        home = ensure_account(user).pw_dir
+        # A newcomer's first login: no JupyterLab workspace left by earlier tests (which
+        # would reopen their notebooks, with a kernel dialog over everything).
+        shutil.rmtree(os.path.join(home, ".jupyter", "lab", "workspaces"), ignore_errors=True)
     busy = [p for p in DEMO_PORTS if port_open(p)]
     if busy:
         pytest.fail(f"the demo's ports {busy} are in use; stop whatever holds them")
-    state = open_to_accounts(tmp_path / "demo-state")
+    state = tmp_path / "demo-state"
     state.mkdir()
-    state.chmod(0o711)
+    state.chmod(0o711)  # what demo.sh does to its state directory
+    open_to_accounts(state)
     log_path = tmp_path / "demo.log"
     log = open(log_path, "ab")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "DASK_"))}
@@ -121,7 +126,7 @@ def test_demo_as_root(browser, demo_hub, artifacts):
 
         # A notebook (from the launcher, as a user would) computes on it, zero-config.
         page.keyboard.press("Control+Shift+L")  # a new launcher
-        page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click()
+        page.locator('.jp-LauncherCard[data-category="Notebook"]:visible').first.click()
         cell = page.locator(".jp-NotebookPanel .jp-Cell .cm-content").first
         cell.wait_for()
         page.locator(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator").first.wait_for()

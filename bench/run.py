@@ -389,8 +389,10 @@ STUB_SCHEDULER = r"""
 # DASK_GATEWAY_API_URL; the reference runs it with the environment set, and .../api.
 import json, os, sys, time, urllib.request
 
-line = sys.stdin.readline() if not sys.stdin.isatty() else ""
-env = json.loads(line)["env"] if line.strip() else dict(os.environ)
+if "DASK_GATEWAY_API_TOKEN" in os.environ:
+    env = dict(os.environ)  # the reference
+else:
+    env = json.loads(sys.stdin.readline())["env"]  # ours: the launcher's request
 api = env["DASK_GATEWAY_API_URL"]
 api = api if api.endswith("/v1") else api + "/v1"
 url = f"{api}/clusters/{env['DASK_GATEWAY_CLUSTER_NAME']}/heartbeat"

@@ -429,6 +429,8 @@ class DaskGateway(Application):
         settings = {
             "gateway": self,
             "cookie_secret": self._cookie_secret(),
+            "cookie_path": self.base_url,
+            # The Hub's XSRF rules apply where its OAuth cookie is accepted (auth.py).
             "xsrf_cookies": False,
             "websocket_ping_interval": 30,
         }

@@ -17,7 +17,6 @@ use Hub OAuth cookies (see ``hub``).
 from __future__ import annotations
 
 import base64
-import hmac
 import os
 import secrets
 import time
@@ -29,6 +28,7 @@ from traitlets.utils.importstring import import_item
 
 from .errors import Forbidden, Unauthorized, Unavailable
 from .models import User
+from .utils import same_secret
 
 ADMIN_SCOPE = "custom:dask-gateway:admin"
 
@@ -74,19 +74,43 @@ class Authenticator(LoggingConfigurable):
             return None
         if user.name in self.admin_users:
             user.admin = True
-        if self.cache_max_age > 0:
-            self._expire_sessions()
-            session = secrets.token_hex(16)
-            self._sessions[session] = (time.monotonic(), user)
-            handler.set_cookie(
-                self.cookie_name,
-                session,
-                expires_days=None,
-                httponly=True,
-                max_age=int(self.cache_max_age),
-                path="/",
-            )
+        # Only clients that sent credentials themselves get a session (the client's next
+        # requests cost no check); browsers logged in through the Hub have its cookie.
+        if self.cache_max_age > 0 and handler.request.headers.get("Authorization"):
+            self._start_session(handler, user)
         return user
+
+    def _start_session(self, handler, user: User) -> None:
+        self._expire_sessions()
+        session = secrets.token_hex(16)
+        self._sessions[session] = (time.monotonic(), user)
+        proto = handler.request.headers.get("X-Forwarded-Proto", handler.request.protocol)
+        handler.set_cookie(
+            self.cookie_name,
+            session,
+            expires_days=None,
+            httponly=True,
+            max_age=int(self.cache_max_age),
+            # Sent back only to the gateway, never to other paths of the origin (users'
+            # servers under a Hub), and never with a request another site started.
+            path=handler.settings.get("cookie_path", "/"),
+            samesite="Strict",
+            secure=proto.lower() == "https",
+        )
+
+    def explicit_credentials(self, handler) -> bool:
+        """Whether the request carries credentials a browser would not add by itself.
+
+        A token in the Authorization header is; cookies are not, and neither is Basic
+        (browsers repeat a Basic login on every request to the site).
+        """
+        scheme = handler.request.headers.get("Authorization", "").partition(" ")[0].lower()
+        return scheme in ("jupyterhub", "token", "bearer")
+
+    def check_xsrf_cookie(self, handler) -> None:
+        """Raise ``tornado.web.HTTPError(403)`` if a cookie-authenticated request lacks
+        the XSRF proof its authenticator requires (the base issues no browser cookies
+        other than the SameSite=Strict session, so there is nothing to check)."""
 
     def _expire_sessions(self):
         if len(self._sessions) < 1024:
@@ -105,7 +129,8 @@ class Authenticator(LoggingConfigurable):
 
 
 class BasicAuthenticator(Authenticator):
-    """HTTP Basic: any user name with the shared ``password``, or per-user ``passwords``."""
+    """HTTP Basic: per-user ``passwords``, or any other name with the shared ``password``
+    (except admins and users with groups, who need their own entry)."""
 
     challenge = 'Basic realm="dask-gateway"'
 
@@ -123,12 +148,19 @@ class BasicAuthenticator(Authenticator):
     passwords = Dict(
         key_trait=Unicode(),
         value_trait=Unicode(),
-        help="Per-user passwords {user: password}; these users must use theirs.",
+        help="Per-user passwords {user: password}; these users must use theirs. Admins "
+        "(admin_users) and users with groups (user_groups) can only log in with an entry "
+        "here, never with the shared password.",
     ).tag(config=True)
 
     user_groups = Dict(
         help="Groups of each user {user: [group, ...]}, for sharing clusters without a Hub.",
     ).tag(config=True)
+
+    def _privileged(self, username: str) -> bool:
+        """Admins and users with groups never log in with the shared password: anyone who
+        knows it could otherwise take their name, and with it every cluster they may see."""
+        return username in self.admin_users or username in self.user_groups
 
     async def authenticate_request(self, handler):
         header = handler.request.headers.get("Authorization", "")
@@ -141,8 +173,10 @@ class BasicAuthenticator(Authenticator):
             raise Unauthorized("Malformed Basic credentials") from None
         if not username:
             raise Unauthorized("User name required")
-        expected = self.passwords.get(username, self.password)
-        if expected is None or not hmac.compare_digest(password.encode(), expected.encode()):
+        expected = self.passwords.get(username)
+        if expected is None and not self._privileged(username):
+            expected = self.password
+        if expected is None or not same_secret(password, expected):
             raise Unauthorized("Invalid credentials")
         return User(username, frozenset(self.user_groups.get(username, ())), False)
 
@@ -214,6 +248,12 @@ class JupyterHubAuthenticator(Authenticator):
 
         self.hub_auth = make_hub_auth(self, app)
 
+    def check_xsrf_cookie(self, handler):
+        # The Hub's own rules for its OAuth cookie: page views and websockets pass, any
+        # other cookie request (a form posted from another site, a page's fetch) needs
+        # the Hub's _xsrf token.
+        self.hub_auth.check_xsrf_cookie(handler)
+
     def user_from_model(self, model: dict) -> User:
         from jupyterhub.services.auth import check_scopes
 
@@ -236,6 +276,8 @@ class JupyterHubAuthenticator(Authenticator):
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() in ("jupyterhub", "token", "bearer") and token:
+            if not token.isascii() or len(token) > 4096:
+                raise Unauthorized("Invalid or expired JupyterHub token")
             try:
                 model = await self.hub_auth.user_for_token(token, sync=False)
             except Exception as exc:

@@ -9,7 +9,6 @@ only sends credentials after one.
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 
@@ -19,7 +18,8 @@ from . import __version__
 from .errors import BadRequest, Conflict, Forbidden, GatewayError, NotFound, Unauthorized
 from .models import Cluster, ClusterStatus
 from .proxy.dashboard import DashboardProxyHandler
-from .utils import DASHBOARD_KEY_HEADER, dashboard_key
+from .reconcile import MAX_WORKERS
+from .utils import DASHBOARD_KEY_HEADER, dashboard_key, same_secret
 
 
 class BaseHandler(web.RequestHandler):
@@ -39,10 +39,17 @@ class BaseHandler(web.RequestHandler):
     def log(self):
         return self.gateway.log
 
+    # Browsers set Sec-Fetch-Mode on every request; these are the ones a page's script made
+    # (a navigation says "navigate"). Programs (the client, the relay) send none.
+    _SCRIPT_FETCH_MODES = frozenset({"cors", "no-cors", "same-origin", "websocket"})
+    # API handlers refuse requests a page's script made with ambient credentials (cookies,
+    # a browser's cached Basic login); the dashboard handler serves pages and allows them.
+    serves_pages = False
+
     def check_xsrf_cookie(self):
-        # Token and Basic auth are not ambient credentials; cookie sessions are
-        # only issued to clients that authenticated with a header first.
-        pass
+        # Called by the Hub's OAuth code before it accepts a cookie (tornado's own
+        # xsrf_cookies setting is off): the authenticator applies the Hub's rules.
+        self.gateway.authenticator.check_xsrf_cookie(self)
 
     def set_default_headers(self):
         self.set_header("Cache-Control", "no-store")
@@ -54,6 +61,17 @@ class BaseHandler(web.RequestHandler):
         user = await self.gateway.authenticator.authenticate(self)
         if user is None:
             raise Unauthorized("Authentication required")
+        mode = self.request.headers.get("Sec-Fetch-Mode", "")
+        if (
+            not self.serves_pages
+            and mode in self._SCRIPT_FETCH_MODES
+            and not self.gateway.authenticator.explicit_credentials(self)
+        ):
+            # A page's script using the viewer's cookies (say, a dashboard's): refused.
+            raise Forbidden(
+                "The API does not answer scripts in web pages that use the browser's "
+                "cookies or saved logins; send a token in the Authorization header"
+            )
         self.current_user = user
 
     def json_body(self) -> dict:
@@ -61,7 +79,8 @@ class BaseHandler(web.RequestHandler):
             return {}
         try:
             body = json.loads(self.request.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # RecursionError: nesting deeper than the parser's stack (a hostile body).
             raise BadRequest("Request body is not valid JSON") from None
         if not isinstance(body, dict):
             raise BadRequest("Request body must be a JSON object")
@@ -105,6 +124,57 @@ class BaseHandler(web.RequestHandler):
         if manage and not user.may_manage(cluster):
             raise Forbidden(f"User {user.name} may not modify cluster {name}")
         return cluster
+
+
+def _check(ok: bool, field: str, expected: str) -> None:
+    if not ok:
+        raise BadRequest(f"Heartbeat field {field!r} must be {expected}")
+
+
+def _is_int(value, low=0, high=MAX_WORKERS) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def parse_heartbeat(body: dict) -> dict:
+    """The scheduler's heartbeat, type-checked field by field (it runs the owner's code).
+
+    Raises ``BadRequest`` naming the first malformed field; nothing is applied then.
+    """
+    for field in ("scheduler_address", "dashboard_address", "api_address"):
+        value = body.get(field, "")
+        _check(isinstance(value, str) and len(value) <= 1024, field, "a string")
+    if "count" in body:
+        _check(_is_int(body["count"]), "count", f"an integer from 0 to {MAX_WORKERS}")
+    adaptive = body.get("adaptive")
+    _check(
+        adaptive is None
+        or (
+            isinstance(adaptive, dict)
+            and set(adaptive) == {"minimum", "maximum"}
+            and all(_is_int(v) for v in adaptive.values())
+        ),
+        "adaptive",
+        "null or {minimum, maximum} integers",
+    )
+    workers = body.get("workers") or {}
+    _check(isinstance(workers, dict) and len(workers) <= MAX_WORKERS, "workers", "an object")
+    for info in workers.values():
+        _check(
+            isinstance(info, dict)
+            and _is_int(info.get("nthreads", 0), high=2**31)
+            and _is_int(info.get("memory_limit", 0), high=2**62),
+            "workers",
+            "{name: {nthreads, memory_limit}} with integers",
+        )
+    for field in ("closing_workers", "closed_workers"):
+        value = body.get(field) or []
+        _check(
+            isinstance(value, list) and all(isinstance(v, str) for v in value),
+            field,
+            "a list of worker names",
+        )
+    _check(isinstance(body.get("handoff", False), bool), "handoff", "a boolean")
+    return body
 
 
 def parse_status_filter(raw: str | None):
@@ -202,7 +272,7 @@ class ClusterHandler(BaseHandler):
             if scheme == "token" and token:
                 name = self.path_kwargs.get("name", "")
                 cluster = self.manager.clusters.get(name)
-                if cluster and hmac.compare_digest(cluster.token, token.strip()):
+                if cluster and same_secret(token.strip(), cluster.token):
                     self.cluster_token_auth = True
                     return
         self.cluster_token_auth = False
@@ -315,16 +385,13 @@ class HeartbeatHandler(BaseHandler):
 
     requires_user = False
 
-    def post(self, name):
+    async def post(self, name):
         cluster = self.manager.clusters.get(name)
         scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
-        if (
-            cluster is None
-            or scheme != "token"
-            or not hmac.compare_digest(cluster.token, token.strip())
-        ):
+        if cluster is None or scheme != "token" or not same_secret(token.strip(), cluster.token):
             raise Forbidden("Invalid cluster token")
-        self.manager.on_heartbeat(cluster, self.json_body())
+        if not await self.manager.heartbeat(cluster, parse_heartbeat(self.json_body())):
+            raise Forbidden("The gateway refused this scheduler's addresses")
         self.set_status(204)
         self.finish()
 
@@ -336,7 +403,7 @@ class RoutesHandler(BaseHandler):
 
     async def get(self):
         scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
-        if scheme != "token" or not hmac.compare_digest(token.strip(), self.gateway.proxy_token):
+        if scheme != "token" or not same_secret(token.strip(), self.gateway.proxy_token):
             raise Forbidden("Invalid proxy token")
         since = self.get_query_argument("since", None)
         if since is not None:
@@ -352,6 +419,23 @@ class RoutesHandler(BaseHandler):
 
 class DashboardHandler(BaseHandler, DashboardProxyHandler):
     """``clusters/<name>/...``: the scheduler's dashboard, for users who may see the cluster."""
+
+    serves_pages = True
+
+    def check_xsrf_cookie(self):
+        # The dashboard's own pages read it with the viewer's cookie (bokeh's requests
+        # carry no XSRF token); its policy keeps them to this cluster's prefix. Anything
+        # that could change state still needs the Hub's XSRF token.
+        if self.request.method not in ("GET", "HEAD", "OPTIONS"):
+            super().check_xsrf_cookie()
+
+    def frame_ancestors(self):
+        # Embedded pages (dask-labextension's panes) can script the page that embeds them:
+        # only the owner's own pages, which run only the owner's code, may embed them.
+        cluster = getattr(self, "_cluster", None)
+        if cluster is not None and cluster.username == self.current_user.name:
+            return "'self'"
+        return "'none'"
 
     async def prepare(self):
         try:
@@ -377,6 +461,7 @@ class DashboardHandler(BaseHandler, DashboardProxyHandler):
         if cluster.public_status != ClusterStatus.RUNNING or not cluster.dashboard_address:
             raise NotFound(f"Cluster {cluster_name} has no running dashboard")
         self._dashboard_key = dashboard_key(cluster.token)
+        self._cluster = cluster
         return cluster.dashboard_address
 
     def upstream_headers(self):

@@ -20,11 +20,18 @@ import uuid
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
+from .addresses import REPORTED
 from .errors import Conflict, InvalidOptions, NotFound
 from .models import Cluster, ClusterStatus, JobStatus, Worker
 from .routes import RouteTable
 from .tls import new_keypair
 from .utils import format_bytes, now_ms
+
+# The most workers any request may ask for (scale, adapt, a heartbeat's count), whatever
+# the limits say: a bound on the rows one request can create.
+MAX_WORKERS = 10_000
+# Worker records created per reconcile pass (the rest follow in the next passes).
+WORKERS_PER_PASS = 100
 
 
 class ClusterManager:
@@ -131,6 +138,9 @@ class ClusterManager:
         cert, key = await asyncio.get_running_loop().run_in_executor(
             None, new_keypair, name, self.app.tls_key_type
         )
+        # Again, with no await between the check and the insert: requests that passed the
+        # first check concurrently are decided one by one here.
+        self.app.quotas.check_new_cluster(user, cfg, self.user_clusters(user.name))
         cluster = Cluster(
             name=name,
             username=user.name,
@@ -180,6 +190,8 @@ class ClusterManager:
     async def scale(self, cluster: Cluster, count) -> tuple[bool, str | None]:
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise InvalidOptions(f"Scale expects a non-negative integer, got {count!r}")
+        if count > MAX_WORKERS:
+            raise InvalidOptions(f"Scale to at most {MAX_WORKERS} workers, got {count}")
         self._require_running(cluster)
         count, msg = self.clamp_workers(cluster, count)
         await self._send_to_scheduler(cluster, {"op": "scale", "count": count})
@@ -193,10 +205,13 @@ class ClusterManager:
     async def adapt(self, cluster: Cluster, minimum, maximum, active=True):
         for label, value in (("minimum", minimum), ("maximum", maximum)):
             if value is not None and (
-                not isinstance(value, int) or isinstance(value, bool) or value < 0
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or not 0 <= value <= MAX_WORKERS
             ):
                 raise InvalidOptions(
-                    f"Adapt expects {label} to be a non-negative integer or null, got {value!r}"
+                    f"Adapt expects {label} to be an integer from 0 to {MAX_WORKERS} or null, "
+                    f"got {value!r}"
                 )
         if not isinstance(active, bool):
             raise InvalidOptions(f"Adapt expects active to be a bool, got {active!r}")
@@ -253,6 +268,36 @@ class ClusterManager:
                 delay *= 2
 
     # --- heartbeats ---------------------------------------------------------------------
+    async def heartbeat(self, cluster: Cluster, msg: dict) -> bool:
+        """Apply a (type-checked) heartbeat, after checking the addresses it claims.
+
+        The first heartbeat's addresses must be where the backend started the scheduler
+        (``Backend.check_addresses``); later ones may not change them. A refusal fails
+        the cluster with the reason and returns False.
+        """
+        if cluster.target.done or cluster.status.done:
+            return True
+        reported = {f: str(msg.get(f) or "") for f in REPORTED}
+        if cluster.status in (JobStatus.CREATED, JobStatus.SUBMITTED):
+            why = await self.backend.check_addresses(cluster, reported)
+            if why:
+                self._fail(cluster, f"Refused the scheduler's addresses: {why}")
+                return False
+        elif cluster.status == JobStatus.RUNNING:
+            known = {
+                "scheduler_address": cluster.scheduler_address,
+                "dashboard_address": cluster.dashboard_address,
+                "api_address": cluster.api_address,
+            }
+            changed = [f for f in REPORTED if reported[f] != known[f]]
+            if changed:
+                self._fail(
+                    cluster, f"The scheduler changed its {', '.join(changed)} after it started"
+                )
+                return False
+        self.on_heartbeat(cluster, msg)
+        return True
+
     def on_heartbeat(self, cluster: Cluster, msg: dict) -> None:
         if cluster.target.done or cluster.status.done:
             return
@@ -282,6 +327,8 @@ class ClusterManager:
                 self.backend.handoff_target(cluster) if ready else {},
             )
         count = msg.get("count")
+        if not isinstance(count, int) or isinstance(count, bool) or count > MAX_WORKERS:
+            count = None
         # Only a new count (adaptive's) needs clamping; the quota check walks the owner's
         # clusters, which every steady heartbeat of every cluster would otherwise repeat.
         if isinstance(count, int) and count >= 0 and count != cluster.count:
@@ -423,6 +470,11 @@ class ClusterManager:
         # Start new workers up to the target count.
         active = [w for w in cluster.workers.values() if not w.target.done]
         missing = cluster.count - len(active)
+        # A bounded batch per pass, so a big scale-up never holds the loop for long; the
+        # cluster is queued again for the rest.
+        if missing > WORKERS_PER_PASS:
+            missing = WORKERS_PER_PASS
+            self.queue(cluster)
         new = []
         for _ in range(max(0, missing)):
             w = Worker(name=uuid.uuid4().hex, cluster_name=cluster.name, start_time=now_ms())

@@ -24,7 +24,6 @@ module only decides how many and which ones retire.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import os
@@ -39,7 +38,7 @@ from tornado.routing import Matcher, Rule
 from tornado.web import Application, HTTPError, RequestHandler
 
 from .proxy.handoff import HandoffReceiver
-from .utils import DASHBOARD_KEY_HEADER, dashboard_key
+from .utils import DASHBOARD_KEY_HEADER, dashboard_key, same_secret
 
 logger = logging.getLogger("jupyterhub_dask_gateway.scheduler")
 
@@ -64,11 +63,10 @@ class _WithoutKey(Matcher):
     """Matches every request that does not carry the dashboard key."""
 
     def __init__(self, key: str):
-        self.key = key.encode()
+        self.key = key
 
     def match(self, request):
-        given = request.headers.get(DASHBOARD_KEY_HEADER, "").encode("utf-8", "replace")
-        return None if hmac.compare_digest(given, self.key) else {}
+        return None if same_secret(request.headers.get(DASHBOARD_KEY_HEADER, ""), self.key) else {}
 
 
 class _Refused(RequestHandler):
@@ -345,7 +343,9 @@ class _CommHandler(RequestHandler):
         pass
 
     def post(self):
-        if self.request.headers.get("Authorization", "") != f"token {self.plugin.token}":
+        if not same_secret(
+            self.request.headers.get("Authorization", ""), f"token {self.plugin.token}"
+        ):
             raise HTTPError(403)
         try:
             msg = json.loads(self.request.body)

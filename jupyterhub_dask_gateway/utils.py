@@ -53,3 +53,10 @@ DASHBOARD_KEY_HEADER = "X-Dask-Gateway-Dashboard-Key"
 def dashboard_key(cluster_token: str) -> str:
     """The per-cluster secret the dashboard proxy sends in :data:`DASHBOARD_KEY_HEADER`."""
     return hmac.new(cluster_token.encode(), b"jhdg-dashboard-v1", hashlib.sha256).hexdigest()
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison of two secrets; any text (non-ASCII too) is just unequal."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
+    )

@@ -70,6 +70,9 @@ class _Redirect(web.RequestHandler):
             "relative": "status",
             "own-url": self.request.protocol + "://" + self.request.host + "/workers#top",
             "foreign": "https://example.org/elsewhere",
+            "scheme-relative": "//example.org/elsewhere",
+            "climbing": "../../../../hub/api/users",
+            "climbing-absolute": "/../../hub/api",
         }[kind]
         self.redirect(target, status=302)
 
@@ -356,12 +359,19 @@ async def test_location_rewriting(proxy_app):
         "absolute-path": f"{BASE}/fake/status?x=1",
         "relative": "status",
         "own-url": f"{BASE}/fake/workers#top",
-        "foreign": "https://example.org/elsewhere",
+        # ".." above the dashboard's root stays at its root
+        "climbing-absolute": f"{BASE}/fake/hub/api",
     }
     for kind, location in expected.items():
         response = await fetch(f"{url}{BASE}/fake/redirect/{kind}")
         assert response.code == 302
         assert response.headers["Location"] == location, kind
+    # Anything that would leave the cluster's prefix is refused, never passed on.
+    for kind in ("foreign", "scheme-relative", "climbing"):
+        response = await fetch(f"{url}{BASE}/fake/redirect/{kind}")
+        assert response.code == 502, kind
+        assert "Location" not in response.headers
+        assert "redirected outside" in json.loads(response.body)["error"]
 
 
 # ---------------------------------------------------------------- websocket details

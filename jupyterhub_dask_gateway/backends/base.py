@@ -40,6 +40,7 @@ from traitlets import (
     Dict,
     Float,
     Integer,
+    List,
     Type,
     Unicode,
     Union,
@@ -49,6 +50,14 @@ from traitlets import (
 from traitlets.config import LoggingConfigurable
 from traitlets.utils.importstring import import_item
 
+from ..addresses import (
+    REPORTED,
+    in_networks,
+    never_routable,
+    parse_networks,
+    resolve,
+    split_address,
+)
 from ..errors import InvalidOptions
 from ..options import Options
 from ..utils import parse_memory
@@ -104,7 +113,11 @@ class ClusterConfig(LoggingConfigurable):
         3, min=0.05, help="Seconds between adaptive-scaling decisions in the scheduler."
     ).tag(config=True)
     cluster_max_workers = Integer(
-        None, allow_none=True, min=0, help="Most workers one cluster may have; None = no limit."
+        100,
+        allow_none=True,
+        min=0,
+        help="Most workers one cluster may have (default 100; None = only the cores and "
+        "memory limits, and the gateway's hard cap of 10000 per request).",
     ).tag(config=True)
     cluster_max_cores = Float(
         None, allow_none=True, min=0, help="Most cores (scheduler + workers) per cluster."
@@ -287,6 +300,60 @@ class Backend(LoggingConfigurable):
         listener's credentials against uid and pid before handing anything over.
         """
         return {}
+
+    # --- where schedulers are -------------------------------------------------------------
+
+    allowed_networks = List(
+        Unicode(),
+        help="""Networks (CIDR, e.g. "10.0.0.0/8") in which schedulers may report addresses
+        even where the backend cannot confirm they are its processes'. Empty (the default):
+        only addresses the backend confirms. Link-local and metadata addresses are refused
+        always.""",
+    ).tag(config=True)
+
+    @validate("allowed_networks")
+    def _check_networks(self, proposal):
+        parse_networks(proposal["value"])  # ValueError → a config error at startup
+        return proposal["value"]
+
+    async def check_addresses(self, cluster, reported: dict) -> str:
+        """ "" if every address the scheduler reported is where this backend put it, else why.
+
+        ``reported`` maps ``scheduler_address``, ``dashboard_address``, ``api_address`` to
+        what the first heartbeat said (a scheduler runs its owner's code: these are
+        claims). Backends confirm an address with ``confirm_address``.
+        """
+        allowed = parse_networks(self.allowed_networks)
+        for field in REPORTED:
+            value = reported.get(field) or ""
+            if not value:
+                if field == "scheduler_address":
+                    return "no scheduler address"
+                continue
+            try:
+                host, port = split_address(value)
+            except ValueError as exc:
+                return f"{field}: {exc}"
+            ips = await resolve(host)
+            if not ips:
+                return f"{field} {value}: the host does not resolve"
+            for ip in ips:
+                why = never_routable(ip)
+                if why:
+                    return f"{field} {value}: {ip} is {why}"
+            if in_networks(ips, allowed):
+                continue
+            why = await self.confirm_address(cluster, ips, port)
+            if why:
+                return f"{field} {value}: {why}"
+        return ""
+
+    async def confirm_address(self, cluster, ips: set, port: int) -> str:
+        """ "" if ``ips``:``port`` is where this backend runs ``cluster``'s scheduler, else why.
+
+        The base confirms nothing (only ``allowed_networks`` admit addresses).
+        """
+        return "not an address this backend started the scheduler at"
 
     # --- accounts -----------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from traitlets import Any, Integer, List, Unicode, default
 from traitlets import Float as FloatTrait
 
+from ..addresses import resolve
 from ..errors import BackendError, GatewayError
 from .base import Backend, ClusterConfig
 
@@ -433,6 +434,23 @@ class JobQueueBackend(Backend):
     async def check_workers(self, cluster, workers) -> list[tuple[bool, str]]:
         items = [(w.state or {}, f"worker-{w.name}") for w in workers]
         return await self._check(items, use_cache=True)
+
+    async def job_host(self, job_id: str) -> str:
+        """The address (or name) of the node the queue runs ``job_id`` on; "" if unknown."""
+        return ""
+
+    async def confirm_address(self, cluster, ips, port) -> str:
+        # The node the queue says the scheduler's job runs on, not what the job claims.
+        job_id = (cluster.state or {}).get("job_id")
+        host = await self.job_host(job_id) if job_id else ""
+        if not host:
+            return f"the {self.queue_name} queue does not say where the scheduler's job runs"
+        node = await resolve(host)
+        if ips <= node:
+            return ""
+        return (
+            f"{', '.join(map(str, sorted(ips, key=str)))} is not the node the job runs on ({host})"
+        )
 
     def _last_log_lines(self, state: dict, n: int = 5) -> str:
         """What the gateway quotes when a scheduler does not start in time: the log's

@@ -17,11 +17,13 @@ needs to import distributed.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import time
 
@@ -261,6 +263,9 @@ class LocalBackend(Backend):
         return {
             **self._base_env(),
             **(account.environment() if account else {}),
+            # Spill and scratch space in the cluster's own directory: a shared
+            # /tmp/dask-scratch-space would belong to whichever user made it first.
+            "DASK_TEMPORARY_DIRECTORY": workdir,
             **cluster.config.get("environment", {}),
             **env,
             **self.tls_env(role, cert, key),
@@ -393,6 +398,23 @@ class LocalBackend(Backend):
             state["handoff_socket"] = full_env["JHDG_HANDOFF_SOCKET"]
         return state
 
+    async def confirm_address(self, cluster, ips, port) -> str:
+        # A port this cluster's scheduler process listens on, on an address of this host.
+        pid = cluster.state.get("pid")
+        if not pid or not self._alive(cluster.state):
+            return "the scheduler process is not running"
+        try:
+            listening = await asyncio.to_thread(_listening, pid)
+            local = await asyncio.to_thread(_local_addresses)
+        except psutil.Error as exc:
+            return f"cannot inspect the scheduler process: {exc}"
+        for ip in ips:
+            if not (ip.is_loopback or ip in local):
+                return f"{ip} is not an address of this host"
+            if (ip, port) not in listening and (None, port) not in listening:
+                return f"the scheduler process does not listen on {ip}:{port}"
+        return ""
+
     def handoff_target(self, cluster) -> dict:
         state = cluster.state
         if not (self.socket_handoff and state.get("handoff_socket") and state.get("pid")):
@@ -437,3 +459,23 @@ class LocalBackend(Backend):
         code = f" with status {child.returncode}" if child and child.returncode is not None else ""
         tail = self._last_log_lines(state)
         return f"{what} process exited{code}" + (f": {tail}" if tail else "")
+
+
+def _listening(pid: int) -> set:
+    """``(ip, port)`` of every TCP socket ``pid`` listens on (``(None, port)``: any address)."""
+    out = set()
+    for conn in psutil.Process(pid).net_connections(kind="tcp"):
+        if conn.status != psutil.CONN_LISTEN or not conn.laddr:
+            continue
+        ip = ipaddress.ip_address(conn.laddr.ip.split("%")[0])
+        out.add((None if ip.is_unspecified else ip, conn.laddr.port))
+    return out
+
+
+def _local_addresses() -> set:
+    out = set()
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family in (socket.AF_INET, socket.AF_INET6):
+                out.add(ipaddress.ip_address(a.address.split("%")[0]))
+    return out

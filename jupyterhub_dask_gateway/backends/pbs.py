@@ -151,6 +151,10 @@ class PBSBackend(JobQueueBackend):
     def parse_job_id(self, stdout: str) -> str:
         return parse_qsub(stdout)
 
+    async def job_host(self, job_id: str) -> str:
+        result = await self._run([self.status_command, "-f", job_id])
+        return exec_host(result.stdout) if result.returncode == 0 else ""
+
     def status_args(self, job_ids: list[str]) -> list[str]:
         if self.status_format == "json":
             return ["-x", "-F", "json", "-f", *job_ids]
@@ -251,6 +255,20 @@ def parse_qstat_json(stdout: str) -> dict[str, JobInfo]:
 def parse_qstat_text(stdout: str) -> dict[str, JobInfo]:
     """``qstat -f``: a ``Job Id: <id>`` line, then indented ``name = value`` lines;
     long values continue on lines starting with a tab."""
+    return {job_id: job_info(job_id, attrs) for job_id, attrs in qstat_records(stdout).items()}
+
+
+def exec_host(stdout: str) -> str:
+    """The first node of ``exec_host = node/0+node2/1`` in one job's ``qstat -f``."""
+    for attrs in qstat_records(stdout).values():
+        first = attrs.get("exec_host", "").split("+")[0].split("/")[0].strip()
+        if first:
+            return first
+    return ""
+
+
+def qstat_records(stdout: str) -> dict[str, dict]:
+    """``{job id: {attribute: value}}`` from ``qstat -f`` text."""
     records: dict[str, dict] = {}
     current: dict | None = None
     last_key = None
@@ -266,4 +284,4 @@ def parse_qstat_text(stdout: str) -> dict[str, JobInfo]:
             key, value = raw.strip().split(" = ", 1)
             current[key] = value
             last_key = key
-    return {job_id: job_info(job_id, attrs) for job_id, attrs in records.items()}
+    return records

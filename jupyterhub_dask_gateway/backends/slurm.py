@@ -63,6 +63,8 @@ _HARMLESS_CANCEL = re.compile(
     re.IGNORECASE,
 )
 _JOB_ID = re.compile(r"^\d+(?:_\d+)?$")
+# One node name as squeue prints it for a one-node job (no ranges, no lists).
+_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class SlurmClusterConfig(JobQueueClusterConfig):
@@ -108,6 +110,10 @@ class SlurmBackend(JobQueueBackend):
     cancel_command = Unicode(
         "scancel", help="The scancel executable (a name on PATH or an absolute path)."
     ).tag(config=True)
+    control_command = Unicode(
+        "scontrol",
+        help="The scontrol executable, which says at which address a job's node is reached.",
+    ).tag(config=True)
     accounting_command = Unicode(
         "sacct",
         help="""The sacct executable, used for the final state of jobs squeue no longer
@@ -150,6 +156,18 @@ class SlurmBackend(JobQueueBackend):
                 return {}
             raise BackendError(f"squeue failed: {result.message()}")
         return parse_squeue(result.stdout)
+
+    async def job_host(self, job_id: str) -> str:
+        # The job's node, then that node's address as slurm.conf gives it (NodeAddr).
+        result = await self._run(
+            [self.status_command, "--noheader", f"--jobs={job_id}", "--format=%N"]
+        )
+        node = result.stdout.strip() if result.returncode == 0 else ""
+        if not node or not _NODE_NAME.match(node):
+            return ""
+        shown = await self._run([self.control_command, "--oneliner", "show", "node", node])
+        match = re.search(r"\bNodeAddr=(\S+)", shown.stdout) if shown.returncode == 0 else None
+        return match.group(1) if match else node
 
     def cancel_args(self, job_ids: list[str]) -> list[str]:
         return list(job_ids)

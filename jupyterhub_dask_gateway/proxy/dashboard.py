@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import posixpath
 import re
 from http.client import responses
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -55,8 +56,29 @@ _DROP_WEBSOCKET_REQUEST = _DROP_REQUEST | {
     "sec-websocket-protocol",
     "accept-encoding",
 }
-# Response headers tornado writes itself, or that must not cross origins.
-_DROP_RESPONSE = _HOP_BY_HOP | {"content-length", "server", "date", "set-cookie"}
+# Response headers tornado writes itself, or that must not cross origins, or with which a
+# dashboard (the cluster owner's code) could reach beyond its own path on our origin:
+# cookies, a service worker for a wider scope, wiping the viewer's site data, CORS grants
+# to other sites, a delayed redirect anywhere, a policy of its own in place of ours.
+_DROP_RESPONSE = _HOP_BY_HOP | {
+    "content-length",
+    "server",
+    "date",
+    "set-cookie",
+    "service-worker-allowed",
+    "clear-site-data",
+    "refresh",
+    "content-security-policy",
+    "content-security-policy-report-only",
+    "cross-origin-opener-policy",
+    "cross-origin-embedder-policy",
+    "x-frame-options",
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-allow-headers",
+    "access-control-allow-methods",
+    "access-control-expose-headers",
+}
 
 _CLUSTER_SEGMENT = re.compile(r"/clusters/([^/?]+)")
 
@@ -102,6 +124,46 @@ class DashboardProxyHandler(WebSocketHandler):
         """
         raise NotImplementedError("subclasses decide which dashboards a user may see")
 
+    def frame_ancestors(self) -> str:
+        """CSP ``frame-ancestors`` of proxied pages: who may embed them ('self' by default)."""
+        return "'self'"
+
+    def page_policy(self, cluster_name: str) -> dict[str, str]:
+        """Headers every proxied response gets, so its page acts only within its own path.
+
+        A dashboard's HTML and JS are the cluster owner's, served on our origin to
+        whoever views it. The Content-Security-Policy confines every fetch, websocket,
+        script, frame and form of the page to the cluster's own prefix (the browser
+        then refuses to request the gateway's API, the Hub or another cluster), and
+        Cross-Origin-Opener-Policy cuts the page off from the window that opened it
+        and from any window it opens (which would be same-origin pages it could
+        script). Redirects stay under the prefix (``_rewrite_location``).
+        """
+        host = self.request.host
+        base = self._base_path(cluster_name) + "/"
+        own = " ".join(f"{scheme}://{host}{base}" for scheme in ("http", "https", "ws", "wss"))
+        policy = "; ".join(
+            [
+                f"default-src {own}",
+                f"script-src {own} 'unsafe-inline' 'unsafe-eval'",
+                f"style-src {own} 'unsafe-inline'",
+                f"img-src {own} data: blob:",
+                f"font-src {own} data:",
+                f"worker-src {own} blob:",
+                f"connect-src {own}",
+                f"frame-src {own}",
+                f"form-action {own}",
+                f"base-uri {own}",
+                "object-src 'none'",
+                f"frame-ancestors {self.frame_ancestors()}",
+            ]
+        )
+        return {
+            "Content-Security-Policy": policy,
+            "Cross-Origin-Opener-Policy": "same-origin",
+            "Referrer-Policy": "same-origin",
+        }
+
     def upstream_headers(self) -> dict[str, str]:
         """Headers added to every request to the dashboard (after ``resolve_dashboard``).
 
@@ -132,8 +194,20 @@ class DashboardProxyHandler(WebSocketHandler):
             self._target = await self.resolve_dashboard(cluster_name)
         return self._target
 
+    def _refuse_service_worker(self) -> bool:
+        # A service worker registered from a dashboard would outlive the page and see every
+        # later request under its scope; no dashboard needs one.
+        if self.request.headers.get("Service-Worker", "").lower() == "script":
+            self.set_status(403)
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"error": "Dashboards may not register service workers"}))
+            return True
+        return False
+
     async def get(self, cluster_name: str, path: str | None = None) -> None:
         target = await self._resolve(cluster_name)
+        if self._refuse_service_worker():
+            return
         if self._redirect_bare(cluster_name, path):
             return
         if self.request.headers.get("Upgrade", "").lower() == "websocket":
@@ -143,6 +217,8 @@ class DashboardProxyHandler(WebSocketHandler):
 
     async def _http_method(self, cluster_name: str, path: str | None = None) -> None:
         target = await self._resolve(cluster_name)
+        if self._refuse_service_worker():
+            return
         if not self._redirect_bare(cluster_name, path):
             await self._proxy_http(target, cluster_name)
 
@@ -241,6 +317,22 @@ class DashboardProxyHandler(WebSocketHandler):
             self._bad_gateway(cluster_name, response.error)
             return
 
+        location = response.headers.get("Location")
+        if location is not None:
+            location = self._rewrite_location(location, target, cluster_name)
+            if location is None:
+                app_log.warning("Dashboard of cluster %r redirected outside of it", cluster_name)
+                self.set_status(502)
+                self.set_header("Content-Type", "application/json")
+                self.finish(
+                    json.dumps(
+                        {
+                            "error": f"The dashboard of cluster {cluster_name!r} redirected "
+                            "outside of itself"
+                        }
+                    )
+                )
+                return
         self.set_status(response.code, response.reason)
         self.clear_header("Content-Type")
         listed = {h.strip().lower() for h in response.headers.get("Connection", "").split(",")}
@@ -249,8 +341,10 @@ class DashboardProxyHandler(WebSocketHandler):
             if lower in listed or (lower in _DROP_RESPONSE and not self._keep_length(lower)):
                 continue
             if lower == "location":
-                value = self._rewrite_location(value, target, cluster_name)
+                value = location
             self.add_header(name, value)
+        for name, value in self.page_policy(cluster_name).items():
+            self.set_header(name, value)
         if method != "HEAD" and response.body and response.code not in (204, 304):
             self.write(response.body)
         self.finish()
@@ -259,22 +353,37 @@ class DashboardProxyHandler(WebSocketHandler):
         # A HEAD response has no body for tornado to measure: keep the dashboard's length.
         return lower_name == "content-length" and self.request.method == "HEAD"
 
-    def _rewrite_location(self, location: str, target: str, cluster_name: str) -> str:
-        """Keep redirects from the dashboard (which lives at ``/``) under our prefix."""
+    def _rewrite_location(self, location: str, target: str, cluster_name: str) -> str | None:
+        """Keep redirects from the dashboard (which lives at ``/``) under our prefix.
+
+        Returns None for a redirect that would leave the cluster's prefix (another
+        host, or a relative path climbing out of it): the dashboard must not send the
+        viewer's browser anywhere else under our name.
+        """
         parsed = urlsplit(location)
         upstream = urlsplit(target)
+        base = self._base_path(cluster_name)
         if parsed.scheme or parsed.netloc:
             if (parsed.scheme, parsed.netloc) != (upstream.scheme, upstream.netloc):
-                return location
+                return None
         elif not location.startswith("/"):
-            # Relative references already resolve under the proxied path.
+            # Relative references resolve against the proxied path: check where they land.
+            here = self.request.path
+            landed = posixpath.normpath(posixpath.join(posixpath.dirname(here), parsed.path))
+            if parsed.path.endswith("/") and not landed.endswith("/"):
+                landed += "/"
+            if landed != base and not landed.startswith(base + "/"):
+                return None
             return location
         path = parsed.path or "/"
         upstream_prefix = upstream.path.rstrip("/")
         if upstream_prefix and (path == upstream_prefix or path.startswith(upstream_prefix + "/")):
             path = path[len(upstream_prefix) :] or "/"
+        path = posixpath.normpath(path) + ("/" if path.endswith("/") and path != "/" else "")
+        if path.startswith("//"):
+            path = "/" + path.lstrip("/")
         rest = urlunsplit(("", "", path, parsed.query, parsed.fragment))
-        return self._base_path(cluster_name) + rest
+        return base + rest
 
     # ---------------------------------------------------------------- websockets
 

@@ -396,8 +396,12 @@ else:
 api = env["DASK_GATEWAY_API_URL"]
 api = api if api.endswith("/v1") else api + "/v1"
 url = f"{api}/clusters/{env['DASK_GATEWAY_CLUSTER_NAME']}/heartbeat"
-body = json.dumps({"scheduler_address": "tls://127.0.0.1:9", "dashboard_address": "",
-    "api_address": "http://127.0.0.1:9", "count": 0, "workers": {},
+# A port of its own: our gateway accepts only addresses the scheduler's process holds.
+import socket
+held = socket.create_server(("127.0.0.1", 0))
+port = held.getsockname()[1]
+body = json.dumps({"scheduler_address": f"tls://127.0.0.1:{port}", "dashboard_address": "",
+    "api_address": f"http://127.0.0.1:{port}", "count": 0, "workers": {}, "active_workers": [],
     "closing_workers": [], "closed_workers": []}).encode()
 headers = {"Authorization": "token " + env["DASK_GATEWAY_API_TOKEN"],
     "Content-Type": "application/json"}

@@ -156,7 +156,7 @@ def parse_heartbeat(body: dict) -> dict:
         "adaptive",
         "null or {minimum, maximum} integers",
     )
-    workers = body.get("workers") or {}
+    workers = body.get("workers", {})
     _check(isinstance(workers, dict) and len(workers) <= MAX_WORKERS, "workers", "an object")
     for info in workers.values():
         _check(
@@ -167,7 +167,7 @@ def parse_heartbeat(body: dict) -> dict:
             "{name: {nthreads, memory_limit}} with integers",
         )
     for field in ("closing_workers", "closed_workers"):
-        value = body.get(field) or []
+        value = body.get(field, [])
         _check(
             isinstance(value, list) and all(isinstance(v, str) for v in value),
             field,

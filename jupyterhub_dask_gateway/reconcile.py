@@ -289,7 +289,8 @@ class ClusterManager:
                 "dashboard_address": cluster.dashboard_address,
                 "api_address": cluster.api_address,
             }
-            changed = [f for f in REPORTED if reported[f] != known[f]]
+            # Fields a heartbeat leaves out are unchanged; any it states must be the same.
+            changed = [f for f in REPORTED if f in msg and reported[f] != known[f]]
             if changed:
                 self._fail(
                     cluster, f"The scheduler changed its {', '.join(changed)} after it started"

@@ -16,6 +16,9 @@ export PATH="$VENV/bin:$PATH"
 bash scripts/slurm-localhost.sh
 trap 'bash scripts/slurm-localhost-stop.sh --purge >/dev/null 2>&1 || true' EXIT
 
+echo "== dependency advisories =="
+# Every installed package against PyPI's advisory data; a known-vulnerable one fails.
+"$PY" -m pip_audit --progress-spinner off --skip-editable
 echo "== lint =="
 "$PY" -m ruff check .
 "$PY" -m ruff format --check .

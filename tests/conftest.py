@@ -21,6 +21,14 @@ from pathlib import Path
 import pytest
 import requests
 
+try:
+    # Imported now, while nothing is waiting to be finalized: hypothesis's pytest plugin
+    # imports it lazily during a test, and pytest's assertion rewriting of it could then
+    # run a client finalizer mid-parse (CPython gh-106905 on Debian's 3.11.2).
+    import hypothesis  # noqa: F401
+except ImportError:
+    pass
+
 # Plain helpers live in a module of their own, so test modules can import them whatever
 # conftest.py pytest loaded last (tests/ui has one too); they are re-exported here.
 from helpers import (

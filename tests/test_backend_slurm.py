@@ -231,3 +231,81 @@ def test_gateway_sigkill_and_restart_keeps_slurm_cluster(slurm_tag, make_gateway
         finally:
             cluster.shutdown()
     wait_for(lambda: not squeue_live(slurm_tag), 60, 0.2, "every job to be cancelled")
+
+
+MULTI_USER = 'c.SlurmBackend.submit_wrapper = ["runuser", "-u", "{username}", "--"]'
+
+
+def snapshot(top: str) -> dict:
+    """Owner, mode and content of everything under ``top`` (links not followed)."""
+    out = {}
+    for root, dirs, files in os.walk(top):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            st = os.lstat(path)
+            content = open(path, "rb").read() if os.path.isfile(path) else b""
+            out[path] = (st.st_uid, st.st_gid, st.st_mode, content)
+    st = os.lstat(top)
+    out[top] = (st.st_uid, st.st_gid, st.st_mode, b"")
+    return out
+
+
+def test_multi_user_jobs_run_as_the_user(slurm_tag, make_gateway, accounts):
+    alice = accounts["alice"]
+    gw = make_gateway(slurm_config(slurm_tag, MULTI_USER))
+    with gw.gateway() as g, g.new_cluster() as cluster:
+        staging = os.path.join(alice.pw_dir, ".dask-gateway", "staging", cluster.name)
+        assert os.stat(staging).st_uid == alice.pw_uid
+        assert os.stat(os.path.join(staging, "dask.pem")).st_uid == alice.pw_uid
+        cluster.scale(1)
+        with cluster.get_client(set_as_default=False) as client:
+            client.wait_for_workers(1, timeout=60)
+            assert client.run_on_scheduler(os.getuid) == alice.pw_uid
+            assert set(client.run(os.getuid).values()) == {alice.pw_uid}
+    wait_for(lambda: not os.path.exists(staging), 60, 0.2, "the staging directory to go")
+
+
+def test_planted_links_in_staging_change_nothing_outside(
+    slurm_tag, make_gateway, accounts, tmp_path
+):
+    """Multi-user Slurm as root: links alice plants make root change or read nothing."""
+    from dask_gateway import GatewayClusterError
+
+    alice = accounts["alice"]
+    target = tmp_path / "root-owned"
+    (target / "staging").mkdir(parents=True)
+    secret = target / "secret.txt"
+    secret.write_text("root's secret\n")
+    secret.chmod(0o600)
+    before = snapshot(str(target))
+    base = os.path.join(alice.pw_dir, ".dask-gateway")
+    shutil.rmtree(base, ignore_errors=True)
+    os.symlink(target, base)
+    os.lchown(base, alice.pw_uid, alice.pw_gid)
+    gw = make_gateway(slurm_config(slurm_tag, MULTI_USER))
+    try:
+        with gw.gateway() as g:
+            name = g.submit()
+            with pytest.raises(GatewayClusterError):
+                g.connect(name)
+            reason = details(gw, name)["reason"]
+        assert "root's secret" not in reason
+        assert "Staging as alice failed" in reason, reason
+        assert snapshot(str(target)) == before
+    finally:
+        os.unlink(base)
+
+    # A log replaced by a link to a root-only file: the failure reason quotes nothing of it.
+    with gw.gateway() as g:
+        cluster = g.new_cluster()
+        staging = os.path.join(base, "staging", cluster.name)
+        log = os.path.join(staging, "scheduler.log")
+        os.unlink(log)
+        os.symlink(secret, log)
+        os.lchown(log, alice.pw_uid, alice.pw_gid)
+        [job] = live_jobs(slurm_tag, cluster.name, "scheduler")
+        subprocess.run(["scancel", job["id"]], check=True, timeout=30)
+        wait_for(lambda: details(gw, cluster.name)["status"] == "FAILED", 60, 0.2, "FAILED")
+        assert "root's secret" not in details(gw, cluster.name)["reason"]
+        cluster.shutdown()
+    assert snapshot(str(target)) == before

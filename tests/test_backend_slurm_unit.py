@@ -572,18 +572,27 @@ def test_default_staging_directory_follows_the_wrapper():
     assert wrapped.staging_directory == "{home}/.dask-gateway/staging/{cluster_name}"
 
 
-def test_staging_parents_for_jobs_of_another_user(tmp_path):
-    home = tmp_path / "home" / "alice"
-    home.mkdir(parents=True)
-    account = pwd.struct_passwd(("alice", "x", os.getuid(), os.getgid(), "", str(home), "/bin/sh"))
+def test_staging_parents_for_jobs_of_another_user(tmp_path, accounts):
+    alice = accounts["alice"]
     shared = tmp_path / "shared" / "staging" / "c1"
-    _make_dirs(str(shared), account)
-    # parents outside the home can be passed through, not listed; the directory is private
+    _make_dirs(str(shared), alice)
+    # parents root creates can be passed through, not listed; the directory is the user's
     assert stat.S_IMODE(os.stat(tmp_path / "shared").st_mode) == 0o711
     assert stat.S_IMODE(os.stat(shared).st_mode) == 0o700
-    inside = home / ".dask-gateway" / "staging" / "c2"
-    _make_dirs(str(inside), account)
-    assert stat.S_IMODE(os.stat(home / ".dask-gateway").st_mode) == 0o700
-    private = tmp_path / "private" / "c3"
-    _make_dirs(str(private), None)
-    assert stat.S_IMODE(os.stat(tmp_path / "private").st_mode) == 0o700
+    assert os.stat(shared).st_uid == alice.pw_uid
+    # inside a directory of the user's, root creates nothing (the user does, as the user)
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chown(home, alice.pw_uid, alice.pw_gid)
+    _make_dirs(str(home / ".dask-gateway" / "c2"), alice)
+    assert not (home / ".dask-gateway").exists()
+    # a link on the way, or a directory of someone else's, stops root
+    (tmp_path / "link").symlink_to(tmp_path / "shared")
+    with pytest.raises(OSError):
+        _make_dirs(str(tmp_path / "link" / "c3"), alice)
+    other = tmp_path / "bobs"
+    other.mkdir()
+    os.chown(other, accounts["bob"].pw_uid, accounts["bob"].pw_gid)
+    with pytest.raises(OSError, match="belongs to uid"):
+        _make_dirs(str(other / "c4"), alice)
+    assert not (other / "c4").exists()

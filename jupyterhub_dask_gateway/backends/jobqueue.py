@@ -19,20 +19,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import pwd
 import re
 import shlex
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass
 
 from traitlets import Any, Integer, List, Unicode, default
 from traitlets import Float as FloatTrait
 
+from ..accounts import read_tail_as_root
 from ..addresses import resolve
 from ..errors import BackendError, GatewayError
+from . import staging
 from .base import Backend, ClusterConfig
 
 __all__ = [
@@ -350,12 +354,16 @@ class JobQueueBackend(Backend):
         try:
             job_id = await self._submit(request, script)
         except BaseException:
-            await asyncio.to_thread(_remove_staging, staging)
+            await self._remove_staging(cluster.username, staging)
             raise
         self.log.info(
             "Submitted scheduler of cluster %s as %s job %s", cluster.name, self.queue_name, job_id
         )
-        return {"job_id": job_id, "staging_dir": staging}
+        account = await self._account(cluster.username)
+        state = {"job_id": job_id, "staging_dir": staging}
+        if account is not None:
+            state["uid"] = account.pw_uid  # whose files the failure reason may quote
+        return state
 
     async def stop_cluster(self, cluster) -> None:
         state = cluster.state or {}
@@ -376,7 +384,7 @@ class JobQueueBackend(Backend):
                 except BackendError:
                     staging = ""
             if staging:
-                await asyncio.to_thread(_remove_staging, staging)
+                await self._remove_staging(cluster.username, staging)
         for job_id in job_ids:
             self._pending.pop(job_id, None)
         self.log.info("Stopped %s jobs of cluster %s", self.queue_name, cluster.name)
@@ -408,7 +416,11 @@ class JobQueueBackend(Backend):
             self.queue_name,
             job_id,
         )
-        return {"job_id": job_id, "staging_dir": staging}
+        state = {"job_id": job_id, "staging_dir": staging}
+        account = await self._account(cluster.username)
+        if account is not None:
+            state["uid"] = account.pw_uid
+        return state
 
     async def stop_worker(self, cluster, worker) -> None:
         state = worker.state or {}
@@ -416,8 +428,15 @@ class JobQueueBackend(Backend):
             await self._cancel(cluster.username, [state["job_id"]])
         if state.get("staging_dir") and _SAFE_NAME.match(worker.name):
             # the environment file holds the cluster token; the log stays until cluster stop
-            env_file = os.path.join(state["staging_dir"], f"worker-{worker.name}.env")
-            await asyncio.to_thread(_unlink_quietly, env_file)
+            await self._staging_op(
+                cluster.username,
+                {
+                    "op": "unlink",
+                    "dir": state["staging_dir"],
+                    "names": [f"worker-{worker.name}.env"],
+                },
+                check=False,
+            )
 
     async def check_clusters(self, clusters) -> list[tuple[bool, str]]:
         # the same queue call also fetches these clusters' workers, for the
@@ -459,7 +478,7 @@ class JobQueueBackend(Backend):
             return ""
         tail = ""
         if state.get("staging_dir"):
-            tail = _tail(os.path.join(state["staging_dir"], "scheduler.log"), n)
+            tail = _tail(os.path.join(state["staging_dir"], "scheduler.log"), n, state.get("uid"))
         return tail or self._pending.get(state.get("job_id") or "", "")
 
     # --- staging -------------------------------------------------------------------------
@@ -494,26 +513,46 @@ class JobQueueBackend(Backend):
         if not self.submit_wrapper or os.geteuid() != 0:
             return None
         try:
-            return await asyncio.to_thread(pwd.getpwnam, username)
+            return await asyncio.to_thread(pwd.getpwnam, self.account_name(username))
         except KeyError:
             raise BackendError(f"User {username!r} does not exist on this host") from None
-
-    async def _owner(self, username: str) -> tuple[int, int] | None:
-        account = await self._account(username)
-        return (account.pw_uid, account.pw_gid) if account else None
 
     async def _stage(self, cluster) -> str:
         """Create (or refresh) the cluster's staging directory with its key pair."""
         path = cluster.state.get("staging_dir") if cluster.state else None
         path = path or await self._staging_path(cluster)
         account = await self._account(cluster.username)
-        try:
-            await asyncio.to_thread(
-                _write_staging, path, cluster.tls_cert, cluster.tls_key, account
-            )
-        except OSError as exc:
-            raise BackendError(f"Cannot prepare staging directory {path}: {exc}") from None
+        if account is not None:
+            try:
+                await asyncio.to_thread(_make_dirs, path, account)
+            except OSError as exc:
+                raise BackendError(f"Cannot prepare staging directory {path}: {exc}") from None
+        files = {STAGING_MARKER: "", CERT_FILE: cluster.tls_cert, KEY_FILE: cluster.tls_key}
+        await self._staging_op(cluster.username, {"op": "write", "dir": path, "files": files})
         return path
+
+    async def _remove_staging(self, username: str, path: str) -> None:
+        # Only directories the gateway created (they hold the marker) are ever removed.
+        await self._staging_op(
+            username, {"op": "remove", "dir": path, "marker": STAGING_MARKER}, check=False
+        )
+
+    async def _staging_op(self, username: str, request: dict, check: bool = True) -> None:
+        """Do one ``staging.py`` request: as the job's user through the wrapper in
+        multi-user mode (root never works inside the user's directory), else here."""
+        if await self._account(username) is None:
+            try:
+                await asyncio.to_thread(staging.run, request)
+            except OSError as exc:
+                if check:
+                    raise BackendError(f"Staging failed in {request['dir']}: {exc}") from None
+            return
+        argv = self._wrapped(username, [sys.executable, "-I", staging.__file__])
+        result = await self._run(argv, stdin=json.dumps(request))
+        if result.returncode != 0 and check:
+            raise BackendError(
+                f"Staging as {username} failed in {request['dir']}: {result.message()}"
+            )
 
     def _request(self, cluster, role, job_name, staging, stem=None) -> JobRequest:
         cfg = cluster.config
@@ -532,11 +571,10 @@ class JobQueueBackend(Backend):
         """Write the job's environment file; return its job script (submitted on stdin)."""
         env_path = os.path.join(request.staging_dir, f"{stem}.env")
         text = render_env_file(env, f"{request.role} of {request.job_name}")
-        owner = await self._owner(request.username)
-        try:
-            await asyncio.to_thread(_write_private, env_path, text, owner)
-        except OSError as exc:
-            raise BackendError(f"Cannot write {env_path}: {exc}") from None
+        await self._staging_op(
+            request.username,
+            {"op": "write", "dir": request.staging_dir, "files": {f"{stem}.env": text}},
+        )
         return self.job_script(request, env_path, command, setup)
 
     def job_script(self, request: JobRequest, env_path: str, command, setup: str) -> str:
@@ -562,7 +600,8 @@ class JobQueueBackend(Backend):
         return env
 
     def _wrapped(self, username: str, argv: list[str]) -> list[str]:
-        return [part.replace("{username}", username) for part in self.submit_wrapper] + argv
+        account = self.account_name(username)  # c.Backend.user_accounts
+        return [part.replace("{username}", account) for part in self.submit_wrapper] + argv
 
     async def _run(self, argv: list[str], stdin: str | None = None) -> CommandResult:
         """Run one queue command with a timeout; the loop never blocks on it."""
@@ -695,7 +734,9 @@ class JobQueueBackend(Backend):
             reason = self.describe_dead(info)
             if state.get("staging_dir") and self.log_tail_lines:
                 log_path = os.path.join(state["staging_dir"], f"{stem}.log")
-                tail = await asyncio.to_thread(_tail, log_path, self.log_tail_lines)
+                tail = await asyncio.to_thread(
+                    _tail, log_path, self.log_tail_lines, state.get("uid")
+                )
                 if tail:
                     reason += f". Last lines of {log_path}: {tail}"
             out.append((False, reason))
@@ -810,91 +851,58 @@ async def _kill(proc) -> None:
 # --- blocking file helpers, always called through asyncio.to_thread -----------------------------
 
 
-def _write_private(path: str, text: str, owner) -> None:
-    """Write a 0600 file atomically (temporary file + rename), owned by ``owner`` if given."""
-    try:
-        with open(path) as f:
-            if f.read() == text:
-                if owner:
-                    os.chown(path, *owner)
-                os.chmod(path, 0o600)
-                return
-    except OSError:
-        pass
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        if owner:
-            os.fchown(fd, *owner)
-        with os.fdopen(fd, "w") as f:
-            fd = -1
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        _unlink_quietly(tmp)
-
-
 def _make_dirs(path: str, account) -> None:
-    """Create ``path`` and its missing parents. Without ``account`` they are private
-    (0700). With one (jobs run as that user): ``path`` and new directories inside the
-    user's home belong to the user; other new parents stay ours with mode 0711 so the
-    user can pass through them without listing them."""
-    missing = []
-    current = path
-    while not os.path.isdir(current):
-        missing.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    home = os.path.join(os.path.realpath(account.pw_dir), "") if account else ""
-    for directory in reversed(missing):
+    """Create what of ``path`` root may create for a job user: components in directories
+    root owns. The walk opens every existing component with ``O_NOFOLLOW`` (a link
+    anywhere fails) and stops at the first directory the user owns: the user creates the
+    rest (``staging.py`` through the wrapper). A component owned by anyone else fails.
+    New parents are 0711 (passable, not listable); the staging directory itself is
+    created 0700 and handed to the user."""
+    parts = [p for p in os.path.normpath(path).split(os.sep) if p]
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open("/", flags)
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            owner = os.fstat(fd).st_uid
+            if owner == account.pw_uid:
+                return  # the user's own directory: the rest is theirs to create
+            if owner != 0:
+                raise OSError(f"{os.sep.join(parts[:i]) or '/'} belongs to uid {owner}")
+            try:
+                os.mkdir(part, 0o700 if last else 0o711, dir_fd=fd)
+                created = True
+            except FileExistsError:
+                created = False
+            child = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = child
+            if created and last:
+                os.fchown(fd, account.pw_uid, account.pw_gid)
+        info = os.fstat(fd)
+        if info.st_uid not in (0, account.pw_uid):
+            raise OSError(f"{path} belongs to uid {info.st_uid}")
+        if info.st_uid == 0:
+            os.fchown(fd, account.pw_uid, account.pw_gid)
+    finally:
+        os.close(fd)
+
+
+def _tail(path: str, lines: int, owner: int | None = None) -> str:
+    """The last non-empty lines of a log, joined with " | " (bounded read).
+
+    With ``owner`` (multi-user mode: the directory is the user's) the read follows no
+    link and takes only a regular file of that uid (``accounts.read_tail_as_root``).
+    """
+    if owner is not None:
+        data = read_tail_as_root(os.path.dirname(path), os.path.basename(path), owner)
+    else:
         try:
-            os.mkdir(directory, 0o700)
-        except FileExistsError:
-            continue
-        if account is None:
-            continue
-        if directory == path or directory.startswith(home):
-            os.chown(directory, account.pw_uid, account.pw_gid)
-        else:
-            os.chmod(directory, 0o711)
-
-
-def _write_staging(path: str, cert: str, key: str, account) -> None:
-    _make_dirs(path, account)
-    owner = (account.pw_uid, account.pw_gid) if account else None
-    if owner:
-        os.chown(path, *owner)
-    os.chmod(path, 0o700)
-    _write_private(os.path.join(path, STAGING_MARKER), "", owner)
-    _write_private(os.path.join(path, CERT_FILE), cert, owner)
-    _write_private(os.path.join(path, KEY_FILE), key, owner)
-
-
-def _remove_staging(path: str) -> None:
-    if os.path.isfile(os.path.join(path, STAGING_MARKER)):
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _tail(path: str, lines: int) -> str:
-    """The last non-empty lines of a log, joined with " | " (bounded read)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 8192))
-            data = f.read().decode(errors="replace")
-    except OSError:
-        return ""
+            with open(path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 8192))
+                data = f.read().decode(errors="replace")
+        except OSError:
+            return ""
     kept = [ln.strip() for ln in data.splitlines() if ln.strip()][-lines:]
     return " | ".join(kept)

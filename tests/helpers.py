@@ -132,3 +132,30 @@ def assert_invisible(stranger, name: str, scale_to: int = 2) -> None:
     with pytest.raises(ValueError, match="not found"):
         stranger.scale_cluster(name, scale_to)
     stranger.stop_cluster(name)  # a no-op for a cluster the stranger cannot see
+
+
+# A hostile scheduler, for ClusterConfig.python: takes the launcher's request (or, in a
+# batch job, the environment) and reports the addresses in $FORGED (a JSON object) over its own.
+FORGING_SCHEDULER = """
+import json, os, sys, time, urllib.request
+
+if "DASK_GATEWAY_API_TOKEN" in os.environ:
+    env = dict(os.environ)  # a batch job: its environment file was loaded
+else:
+    env = json.loads(sys.stdin.readline())["env"]  # the local launcher's request
+claims = json.loads(env.get("FORGED", "{}"))
+url = f"{env['DASK_GATEWAY_API_URL']}/clusters/{env['DASK_GATEWAY_CLUSTER_NAME']}/heartbeat"
+import socket
+held = socket.create_server(("127.0.0.1", 0))  # a port of its own, as a scheduler has
+own = f"tls://127.0.0.1:{held.getsockname()[1]}"
+body = {"scheduler_address": own, "dashboard_address": "", "api_address": "",
+        "count": 0, "workers": {}, "closing_workers": [], "closed_workers": [], **claims}
+req = urllib.request.Request(url, json.dumps(body).encode(), {
+    "Authorization": "token " + env["DASK_GATEWAY_API_TOKEN"],
+    "Content-Type": "application/json"})
+try:
+    urllib.request.urlopen(req, timeout=10)
+except Exception as e:
+    print("heartbeat answered", e, flush=True)
+time.sleep(120)
+"""

@@ -13,12 +13,13 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import urllib.request
 import uuid
 
 import pytest
 
-from helpers import PASSWORD, wait_for
+from helpers import FORGING_SCHEDULER, PASSWORD, wait_for
 
 pytestmark = pytest.mark.skipif(
     shutil.which("sinfo") is None, reason="Slurm is not installed (no sinfo on PATH)"
@@ -309,3 +310,29 @@ def test_planted_links_in_staging_change_nothing_outside(
         assert "root's secret" not in details(gw, cluster.name)["reason"]
         cluster.shutdown()
     assert snapshot(str(target)) == before
+
+
+def test_forged_scheduler_address_on_slurm_is_refused(slurm_tag, make_gateway, tmp_path):
+    """A job posting the cluster's heartbeat with someone else's address: nothing routes there."""
+    from dask_gateway import GatewayClusterError
+
+    stub = tmp_path / "forging-python"
+    stub.write_text(f"#!{sys.executable}\n" + FORGING_SCHEDULER)
+    stub.chmod(0o755)
+    forged = json.dumps({"scheduler_address": "tls://10.11.12.13:8786"})
+    extra = f"""
+c.SlurmClusterConfig.python = {str(stub)!r}
+c.SlurmClusterConfig.environment = {{"FORGED": {forged!r}}}
+"""
+    gw = make_gateway(slurm_config(slurm_tag, extra))
+    with gw.gateway() as g:
+        name = g.submit()
+        with pytest.raises(GatewayClusterError, match="Refused the scheduler's addresses"):
+            g.connect(name)
+        reason = details(gw, name)["reason"]
+    assert "is not the node the job runs on" in reason, reason
+    token = open(os.path.join(gw.state_dir, "proxy.token")).read().strip()
+    req = urllib.request.Request(f"{gw.api_address}/api/v1/routes")
+    req.add_header("Authorization", f"token {token}")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert name not in json.load(resp)["routes"]

@@ -17,30 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from helpers import PASSWORD
-
-# Stands in for ClusterConfig.python: takes the launcher's request (or, in a job, the
-# environment) and reports the addresses in $FORGED (a JSON object) over its own.
-FORGING_SCHEDULER = """
-import json, os, sys, time, urllib.request
-
-env = json.loads(sys.stdin.readline())["env"]
-claims = json.loads(env.get("FORGED", "{}"))
-url = f"{env['DASK_GATEWAY_API_URL']}/clusters/{env['DASK_GATEWAY_CLUSTER_NAME']}/heartbeat"
-import socket
-held = socket.create_server(("127.0.0.1", 0))  # a port of its own, as a scheduler has
-own = f"tls://127.0.0.1:{held.getsockname()[1]}"
-body = {"scheduler_address": own, "dashboard_address": "", "api_address": "",
-        "count": 0, "workers": {}, "closing_workers": [], "closed_workers": [], **claims}
-req = urllib.request.Request(url, json.dumps(body).encode(), {
-    "Authorization": "token " + env["DASK_GATEWAY_API_TOKEN"],
-    "Content-Type": "application/json"})
-try:
-    urllib.request.urlopen(req, timeout=10)
-except Exception as e:
-    print("heartbeat answered", e, flush=True)
-time.sleep(120)
-"""
+from helpers import FORGING_SCHEDULER, PASSWORD
 
 
 def basic(user, password=PASSWORD):
@@ -52,6 +29,18 @@ def api(gw, method, path, user="alice", **kwargs):
     if user:
         headers.setdefault("Authorization", basic(user))
     return requests.request(method, gw.api_address + path, headers=headers, timeout=30, **kwargs)
+
+
+def stored_cluster(gw, name):
+    """The gateway's own record of a cluster (token included), read from its database."""
+    from jupyterhub_dask_gateway.store import Store, load_or_create_key_file
+
+    keys = load_or_create_key_file(os.path.join(gw.state_dir, "encryption.key"))
+    store = Store("sqlite:///" + os.path.join(gw.state_dir, "gateway.sqlite"), keys)
+    try:
+        return store.load()[name]
+    finally:
+        store.close()
 
 
 def routes(gw) -> dict:
@@ -105,13 +94,8 @@ def test_forged_first_heartbeat_is_refused(forging_gateway, claims, why):
 
 
 def test_address_change_after_start_is_refused(gateway):
-    from jupyterhub_dask_gateway.store import Store, load_or_create_key_file
-
     with gateway.gateway() as g, g.new_cluster() as cluster:
-        keys = load_or_create_key_file(os.path.join(gateway.state_dir, "encryption.key"))
-        store = Store("sqlite:///" + os.path.join(gateway.state_dir, "gateway.sqlite"), keys)
-        record = store.load()[cluster.name]
-        store.close()
+        record = stored_cluster(gateway, cluster.name)
         body = {
             "scheduler_address": record.scheduler_address,
             "dashboard_address": "http://10.0.0.1:8787",
@@ -152,12 +136,7 @@ def test_bad_input_gets_4xx_and_changes_nothing(gateway):
             )
             assert r.status_code == 401, header
         # malformed heartbeats with the cluster's real token
-        from jupyterhub_dask_gateway.store import Store, load_or_create_key_file
-
-        keys = load_or_create_key_file(os.path.join(gateway.state_dir, "encryption.key"))
-        store = Store("sqlite:///" + os.path.join(gateway.state_dir, "gateway.sqlite"), keys)
-        token = store.load()[name].token
-        store.close()
+        token = stored_cluster(gateway, name).token
         for bad in (
             {"count": "many"},
             {"count": 2**63},

@@ -31,9 +31,17 @@ import psutil
 import pytest
 
 from helpers import kill_all
+from jupyterhub_dask_gateway.accounts import blocked_for_others
 
 REPO = Path(__file__).resolve().parents[2]
+# This checkout's build, ahead of any installed copy; but the servers run as alice, and a
+# checkout other accounts cannot read (a clone under /root) is served from the copy that
+# scripts/setup.sh installed into the environment instead.
 LABEXTENSION = REPO / "jupyter_server_ext" / "labextension"
+if blocked_for_others(str(LABEXTENSION), need_read=True):
+    LABEXTENSION = (
+        Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "jupyterhub-dask-gateway"
+    )
 CHROMIUM = os.environ.get("JHDG_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
 PASSWORD = "ui-test-password"
@@ -190,7 +198,6 @@ class JupyterLab:
             **os.environ,
             "JUPYTER_CONFIG_DIR": str(self.directory / "config"),
             "JUPYTER_RUNTIME_DIR": str(self.directory / "runtime"),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             # a standalone gateway: Basic auth, for the relay and for kernels alike
             "DASK_GATEWAY__AUTH__TYPE": "basic",
             "DASK_GATEWAY__AUTH__KWARGS__USERNAME": LAB_USER,

@@ -33,8 +33,14 @@ from .utils import same_secret
 ADMIN_SCOPE = "custom:dask-gateway:admin"
 
 
-class Authenticator(LoggingConfigurable):
-    """Base class. Subclasses implement ``authenticate_request(handler) -> User | None``."""
+class GatewayAuthenticator(LoggingConfigurable):
+    """Base class. Subclasses implement ``authenticate_request(handler) -> User | None``.
+
+    Not named ``Authenticator``: the gateway's settings share ``jupyterhub_config.py``
+    with the Hub's, and traitlets applies ``c.<ClassName>`` to every class of that name
+    in a configurable's ancestry, so the Hub's ``c.Authenticator.admin_users`` would
+    silently become the gateway's admins.
+    """
 
     challenge = "Basic"
 
@@ -128,7 +134,7 @@ class Authenticator(LoggingConfigurable):
         pass
 
 
-class BasicAuthenticator(Authenticator):
+class BasicAuthenticator(GatewayAuthenticator):
     """HTTP Basic: per-user ``passwords``, or any other name with the shared ``password``
     (except admins and users with groups, who need their own entry)."""
 
@@ -181,7 +187,7 @@ class BasicAuthenticator(Authenticator):
         return User(username, frozenset(self.user_groups.get(username, ())), False)
 
 
-class JupyterHubAuthenticator(Authenticator):
+class JupyterHubAuthenticator(GatewayAuthenticator):
     """Hub API tokens (``jupyterhub``, ``token`` or ``Bearer`` scheme) and Hub OAuth cookies."""
 
     challenge = "jupyterhub"
@@ -293,7 +299,7 @@ class JupyterHubAuthenticator(Authenticator):
         return self.user_from_model(await self._complete_model(model)) if model else None
 
 
-def load_authenticator_class(name: str) -> type[Authenticator]:
+def load_authenticator_class(name: str) -> type[GatewayAuthenticator]:
     for ep in entry_points(group="jupyterhub_dask_gateway.authenticators"):
         if ep.name == name:
             return ep.load()

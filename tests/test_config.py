@@ -51,3 +51,32 @@ def test_bad_address_is_refused(tmp_path):
     )
     assert out.returncode != 0
     assert "host:port" in out.stderr + out.stdout
+
+
+def test_hub_authenticator_settings_do_not_configure_the_gateway(tmp_path):
+    """The Hub's ``c.Authenticator.*`` in jupyterhub_config.py: no warning, no admins granted;
+    the gateway's own settings in the same file still apply."""
+    config = tmp_path / "jupyterhub_config.py"
+    config.write_text(
+        'c.Authenticator.admin_users = {"mallory"}\n'
+        'c.Authenticator.allowed_users = {"alice", "mallory"}\n'
+        'c.BasicAuthenticator.admin_users = {"ops"}\n'
+        'c.BasicAuthenticator.password = "x"\n'
+        'c.DaskGateway.authenticator_class = "basic"\n'
+    )
+    script = f"""
+import asyncio, logging, io
+from jupyterhub_dask_gateway.app import DaskGateway
+from jupyterhub_dask_gateway.auth import load_authenticator_class
+stream = io.StringIO()
+app = DaskGateway()
+app.log.addHandler(logging.StreamHandler(stream))
+app.initialize(["--config", {str(config)!r}])
+auth = load_authenticator_class(app.authenticator_class)(parent=app, log=app.log)
+print(sorted(auth.admin_users))
+print(stream.getvalue())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    admins, logged = out.stdout.splitlines()[0], out.stdout + out.stderr
+    assert admins == "['ops']", out.stdout
+    assert "not recognized" not in logged and "allowed_users" not in logged, logged

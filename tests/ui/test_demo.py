@@ -129,7 +129,8 @@ def test_demo_as_root(browser, demo_hub, artifacts):
         page.locator('.jp-LauncherCard[data-category="Notebook"]:visible').first.click()
         cell = page.locator(".jp-NotebookPanel .jp-Cell .cm-content").first
         cell.wait_for()
-        page.locator(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator").first.wait_for()
+        # Run only once the kernel is up: a cell run while it starts may be dropped.
+        page.locator(".jp-StatusBar-Widget").get_by_text("Idle").first.wait_for(timeout=120_000)
         cell.click()
         page.keyboard.type(
             "import os; from dask_gateway import Gateway\n"

@@ -30,6 +30,26 @@ def split_address(address: str) -> tuple[str, int]:
     return host, port
 
 
+def split_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``host:port``, ``[v6]:port`` or ``:port`` (``default_host``) → ``(host, port)``.
+
+    For bind and listen addresses in config (no scheme); ValueError if malformed.
+    """
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"write an IPv6 address in brackets: [{host}]:{port}")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"not a host:port address: {value!r}")
+    return host or default_host, int(port)
+
+
+def join_hostport(host: str, port: int) -> str:
+    """The inverse of ``split_hostport``: brackets around IPv6 addresses."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def never_routable(ip: ipaddress._BaseAddress) -> str:
     """Why no backend may route to ``ip`` (link-local, metadata, ...), or ""."""
     if ip in _METADATA:

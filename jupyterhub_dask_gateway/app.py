@@ -24,8 +24,10 @@ from tornado.httpserver import HTTPServer
 from tornado.web import Application as WebApplication
 from traitlets import Bool, Enum, Float, Instance, Integer, List, Unicode, Union, default, validate
 from traitlets.config import Application, catch_config_error
+from traitlets.config.loader import PyFileConfigLoader
 
 from ._version import __version__
+from .addresses import join_hostport, split_hostport
 from .auth import BasicAuthenticator, JupyterHubAuthenticator, load_authenticator_class
 from .backends.base import Backend, ClusterConfig, MemoryLimit, load_backend_class
 from .backends.local import LocalBackend
@@ -37,12 +39,39 @@ from .reconcile import ClusterManager
 from .store import Store, load_or_create_key_file
 from .tls import KEY_TYPES
 
+# Settings of ``DaskGateway`` that are the cluster manager's policy, passed to it as is.
+MANAGER_SETTINGS = (
+    "api_url",
+    "tls_key_type",
+    "cluster_start_timeout",
+    "worker_start_timeout",
+    "cluster_heartbeat_period",
+    "cluster_heartbeat_timeout",
+    "check_timeouts_period",
+    "worker_start_failure_limit",
+    "parallelism",
+    "db_cleanup_period",
+    "db_cluster_max_age",
+    "sharing_option",
+)
+
+# Configurable base classes the gateway shares with the Hub (and every other traitlets
+# application): traitlets applies ``c.<Name>`` to every class of that name in a
+# configurable's ancestry, so in a shared ``jupyterhub_config.py`` the Hub's
+# ``c.Application.log_level`` would set the gateway's too. These sections are dropped.
+SHARED_BASE_SECTIONS = (
+    "Application",
+    "Configurable",
+    "LoggingConfigurable",
+    "SingletonConfigurable",
+)
+
 
 def _split_hostport(value: str, what: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"{what} must be host:port, got {value!r}")
-    return host or "127.0.0.1", int(port)
+    try:
+        return split_hostport(value)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
 
 
 def _read_or_create_secret(path: str) -> str:
@@ -80,7 +109,7 @@ class DaskGateway(Application):
     aliases = {
         "config": "DaskGateway.config_file",
         "f": "DaskGateway.config_file",
-        "log-level": "Application.log_level",
+        "log-level": "DaskGateway.log_level",
     }
     flags = {
         "generate-config": (
@@ -163,7 +192,7 @@ class DaskGateway(Application):
     @default("api_url")
     def _default_api_url(self):
         host, port = _split_hostport(self.address, "address")
-        return f"http://{host}:{port}{self.base_url}api/v1"
+        return f"http://{join_hostport(host, port)}{self.base_url}api/v1"
 
     # --- plugins ----------------------------------------------------------------------
     authenticator_class = Unicode(
@@ -330,59 +359,28 @@ class DaskGateway(Application):
         if self.config_file:
             os.environ["JHDG_LOADING_CONFIG"] = "1"
             try:
-                self.load_config_file(self.config_file)
+                self.load_gateway_config(self.config_file)
             finally:
                 os.environ.pop("JHDG_LOADING_CONFIG", None)
         _split_hostport(self.address, "DaskGateway.address")
         if self.proxy_address:
             _split_hostport(self.proxy_address, "DaskGateway.proxy_address")
-        self.quotas = Quotas(self.max_clusters_per_user, self.user_max_cores, self.user_max_memory)
-        self.started = time.time()
 
-    # --- helpers used by handlers and the manager ---------------------------------------
-    def scheduler_env(self, cluster) -> dict:
-        cfg = cluster.config
-        return {
-            "DASK_GATEWAY_API_URL": self.api_url,
-            "DASK_GATEWAY_API_TOKEN": cluster.token,
-            "DASK_GATEWAY_CLUSTER_NAME": cluster.name,
-            "JHDG_HEARTBEAT_PERIOD": str(self.cluster_heartbeat_period),
-            "JHDG_ADAPTIVE_PERIOD": str(cfg.get("adaptive_period", 3)),
-            "JHDG_IDLE_TIMEOUT": str(cfg.get("idle_timeout", 0)),
-        }
-
-    def worker_env(self, cluster) -> dict:
-        return {"DASK_GATEWAY_CLUSTER_NAME": cluster.name}
+    def load_gateway_config(self, path: str) -> None:
+        """Load a Python config file (which may be the Hub's), minus the sections of the
+        base classes the gateway shares with the Hub; the command line still wins."""
+        loader = PyFileConfigLoader(
+            os.path.basename(path), path=os.path.dirname(os.path.abspath(path)), log=self.log
+        )
+        config = loader.load_config()
+        dropped = [name for name in SHARED_BASE_SECTIONS if config.pop(name, None)]
+        if dropped:
+            self.log.debug("Ignoring the Hub's settings of %s", ", ".join(dropped))
+        config.merge(self.cli_config)
+        self.update_config(config)
 
     def healthy(self) -> bool:
-        return self.manager is not None and all(not t.done() for t in self.manager._tasks)
-
-    def browser_login_url(self, handler) -> str | None:
-        getter = getattr(self.authenticator, "login_url_for", None)
-        return getter(handler) if getter else None
-
-    def cluster_details(self, c) -> dict:
-        workers = [
-            w for w in c.workers.values() if w.status.name == "RUNNING" and not w.target.done
-        ]
-        cfg = c.config
-        return {
-            "name": c.name,
-            "owner": c.username,
-            "status": c.public_status.name,
-            "start_time": c.start_time,
-            "stop_time": c.stop_time,
-            "options": c.options,
-            "dashboard_route": c.to_wire(self.dashboard_route_prefix)["dashboard_route"],
-            "workers": len(workers),
-            "threads": sum(w.nthreads for w in workers),
-            "cores": len(workers) * cfg.get("worker_cores", 1),
-            "memory": sum(w.memory_limit or cfg.get("worker_memory", 0) for w in workers),
-            "target_workers": c.count,
-            "adaptive": c.adaptive,
-            "shared_groups": list(c.shared_groups),
-            "reason": c.reason,
-        }
+        return self.manager is not None and self.manager.healthy()
 
     # --- startup ------------------------------------------------------------------------
     def _prepare_state_dir(self):
@@ -408,23 +406,19 @@ class DaskGateway(Application):
         self._prepare_state_dir()
         self.store = Store(self.db_url, self._encryption_keys())
         backend_cls = load_backend_class(self.backend_class)
-        self.backend = backend_cls(parent=self, log=self.log)
-        if (
-            isinstance(self.backend, LocalBackend)
-            and not self.backend.trait_values().get("clusters_directory")
-            and "clusters_directory" not in self.config.get("LocalBackend", {})
-        ):
-            self.backend.clusters_directory = os.path.join(self.state_dir, "clusters")
-        if hasattr(self.backend, "gateway_state_dir"):
-            self.backend.gateway_state_dir = self.state_dir
-        if self.sharing_option:
-            self._wrap_options_with_sharing()
+        self.backend = backend_cls(parent=self, log=self.log, gateway_state_dir=self.state_dir)
         auth_cls = load_authenticator_class(self.authenticator_class)
         self.authenticator = auth_cls(parent=self, log=self.log)
-        await self.authenticator.setup(self)
+        await self.authenticator.setup()
         await self.backend.setup()
         self.proxy_token = self._proxy_token()
-        self.manager = ClusterManager(self, self.backend, self.store, self.log)
+        self.manager = ClusterManager(
+            log=self.log,
+            backend=self.backend,
+            store=self.store,
+            quotas=Quotas(self.max_clusters_per_user, self.user_max_cores, self.user_max_memory),
+            **{name: getattr(self, name) for name in MANAGER_SETTINGS},
+        )
         await self.manager.start()
         settings = {
             "gateway": self,
@@ -434,10 +428,10 @@ class DaskGateway(Application):
             "xsrf_cookies": False,
             "websocket_ping_interval": 30,
         }
-        handlers = list(default_handlers(self.base_url))
-        extra = getattr(self.authenticator, "extra_handlers", None)
-        if extra:
-            handlers = extra(self.base_url) + handlers
+        handlers = [
+            *self.authenticator.extra_handlers(self.base_url),
+            *default_handlers(self.base_url),
+        ]
         self.web_app = WebApplication(handlers, **settings)
         host, port = _split_hostport(self.address, "address")
         self.http_server = HTTPServer(
@@ -479,21 +473,6 @@ class DaskGateway(Application):
     def _cookie_secret(self) -> bytes:
         return _read_or_create_secret(os.path.join(self.state_dir, "cookie.secret")).encode()
 
-    def _wrap_options_with_sharing(self):
-        from .options import String
-
-        backend = self.backend
-        original = backend.get_cluster_options
-        field = String("shared_groups", "", label="Share with groups (comma-separated)")
-
-        async def with_sharing(user):
-            opts = await original(user)
-            if any(f.field == "shared_groups" for f in opts.fields):
-                return opts
-            return opts.with_field(field)
-
-        backend.get_cluster_options = with_sharing
-
     # --- the proxy process ----------------------------------------------------------------
     def _proxy_pid_file(self) -> str:
         return os.path.join(self.state_dir, "proxy.pid")
@@ -530,9 +509,9 @@ class DaskGateway(Application):
                 "--listen",
                 self.proxy_address,
                 "--gateway-url",
-                f"http://{host}:{port}{self.base_url}",
+                f"http://{join_hostport(host, port)}{self.base_url}",
                 "--http-target",
-                f"{host}:{port}",
+                join_hostport(host, port),
                 "--pid-file",
                 self._proxy_pid_file(),
                 stdin=asyncio.subprocess.DEVNULL,

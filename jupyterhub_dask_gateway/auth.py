@@ -28,13 +28,17 @@ from traitlets.utils.importstring import import_item
 
 from .errors import Forbidden, Unauthorized, Unavailable
 from .models import User
-from .utils import same_secret
+from .utils import require_coroutines, same_secret
 
 ADMIN_SCOPE = "custom:dask-gateway:admin"
 
 
 class GatewayAuthenticator(LoggingConfigurable):
-    """Base class. Subclasses implement ``authenticate_request(handler) -> User | None``.
+    """Base class of the authenticators: every hook the gateway calls is declared here.
+
+    Subclasses must implement ``authenticate_request`` (checked when the class is
+    defined) and set ``challenge``; the other hooks have defaults. docs/design.md
+    ("Adding an authenticator") walks through writing one.
 
     Not named ``Authenticator``: the gateway's settings share ``jupyterhub_config.py``
     with the Hub's, and traitlets applies ``c.<ClassName>`` to every class of that name
@@ -42,6 +46,15 @@ class GatewayAuthenticator(LoggingConfigurable):
     silently become the gateway's admins.
     """
 
+    #: A base for other authenticators, exempt from the definition-time check.
+    _abstract = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        require_coroutines(cls, GatewayAuthenticator, ("authenticate_request",))
+
+    #: The ``WWW-Authenticate`` value of every 401: the dask-gateway client sends
+    #: credentials only after it sees the scheme it was configured with.
     challenge = "Basic"
 
     cookie_name = Unicode(
@@ -124,14 +137,31 @@ class GatewayAuthenticator(LoggingConfigurable):
         cutoff = time.monotonic() - self.cache_max_age
         self._sessions = {k: v for k, v in self._sessions.items() if v[0] >= cutoff}
 
+    # --- the hooks ----------------------------------------------------------------------
     async def authenticate_request(self, handler) -> User | None:
+        """The caller of ``handler``'s request, from credentials the request carries.
+
+        ``None`` when it carries none (the handler answers 401 with ``challenge``);
+        raise ``Unauthorized`` for bad credentials, ``Forbidden`` for a known caller
+        who may not use the gateway, ``Unavailable`` when the identity provider
+        cannot be reached. Never block the event loop.
+        """
         raise NotImplementedError
 
-    async def setup(self, app) -> None:
-        """Called once at startup with the gateway app."""
+    def login_url(self, handler) -> str | None:
+        """Where to send a browser that opened a page (a dashboard) without credentials,
+        or ``None`` to answer 401 (the default)."""
+        return None
+
+    def extra_handlers(self, prefix: str) -> list:
+        """Tornado routes the authenticator serves under ``prefix`` (an OAuth callback)."""
+        return []
+
+    async def setup(self) -> None:
+        """Called once at startup; raise ``StartupError`` to refuse to start."""
 
     async def cleanup(self) -> None:
-        pass
+        """Called once when the gateway stops."""
 
 
 class BasicAuthenticator(GatewayAuthenticator):
@@ -249,10 +279,20 @@ class JupyterHubAuthenticator(GatewayAuthenticator):
         self._admin_cache[name] = (time.monotonic(), admin)
         return {**model, "admin": admin}
 
-    async def setup(self, app):
+    async def setup(self):
         from .hub import make_hub_auth
 
-        self.hub_auth = make_hub_auth(self, app)
+        self.hub_auth = make_hub_auth(self)
+
+    def login_url(self, handler):
+        from .hub import login_url
+
+        return login_url(self.hub_auth, handler)
+
+    def extra_handlers(self, prefix):
+        from .hub import oauth_callback_handler
+
+        return [(prefix + "oauth_callback", oauth_callback_handler(self.hub_auth))]
 
     def check_xsrf_cookie(self, handler):
         # The Hub's own rules for its OAuth cookie: page views and websockets pass, any
@@ -299,9 +339,22 @@ class JupyterHubAuthenticator(GatewayAuthenticator):
         return self.user_from_model(await self._complete_model(model)) if model else None
 
 
+# The dask-gateway-server classes admins migrate from, and ours that do the same job.
+DASK_GATEWAY_NAMES = {
+    "dask_gateway_server.auth.SimpleAuthenticator": "basic",
+    "dask_gateway_server.auth.JupyterHubAuthenticator": "jupyterhub",
+}
+
+
 def load_authenticator_class(name: str) -> type[GatewayAuthenticator]:
+    """An entry-point name (``basic``, ``jupyterhub``), a dask-gateway-server class
+    name, or an import string."""
+    name = DASK_GATEWAY_NAMES.get(name, name)
     for ep in entry_points(group="jupyterhub_dask_gateway.authenticators"):
         if ep.name == name:
             return ep.load()
     builtin = {"basic": BasicAuthenticator, "jupyterhub": JupyterHubAuthenticator}
-    return builtin.get(name) or import_item(name)
+    cls = builtin.get(name) or import_item(name)
+    if not (isinstance(cls, type) and issubclass(cls, GatewayAuthenticator)):
+        raise TypeError(f"authenticator_class {name!r} is not a GatewayAuthenticator")
+    return cls

@@ -48,10 +48,6 @@ class Conflict(GatewayError):
     status_code = 409
 
 
-class PayloadTooLarge(GatewayError):
-    status_code = 413
-
-
 class InvalidOptions(GatewayError):
     """Cluster options, scale or adapt arguments failed validation."""
 

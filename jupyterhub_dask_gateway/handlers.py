@@ -1,4 +1,4 @@
-"""The REST API (PROTOCOL.md §1), the scheduler's heartbeat, the proxy's routes, dashboards.
+"""The REST API (docs/protocol.md), the scheduler's heartbeat, the proxy's routes, dashboards.
 
 Each handler authenticates in ``prepare`` (asynchronously, never blocking the
 loop), checks permissions against ``models.User``, and calls the cluster manager.
@@ -10,13 +10,21 @@ only sends credentials after one.
 from __future__ import annotations
 
 import json
-import time
 
 from tornado import web
 
 from . import __version__
-from .errors import BadRequest, Conflict, Forbidden, GatewayError, NotFound, Unauthorized
-from .models import Cluster, ClusterStatus
+from .errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    GatewayError,
+    InvalidOptions,
+    NotFound,
+    Unauthorized,
+)
+from .listing import listed
+from .models import ClusterStatus
 from .proxy.dashboard import DashboardProxyHandler
 from .reconcile import MAX_WORKERS
 from .utils import DASHBOARD_KEY_HEADER, dashboard_key, same_secret
@@ -186,24 +194,8 @@ def parse_status_filter(raw: str | None):
             try:
                 out.add(ClusterStatus.from_name(part))
             except ValueError as exc:
-                from .errors import InvalidOptions
-
                 raise InvalidOptions(str(exc)) from None
     return out
-
-
-def listed(cluster, user, statuses, everyone: bool = False) -> bool:
-    """Whether a listing shows ``cluster``: the user's own and shared ones (or all, for
-    admins asking with ?all=1); only active ones unless a status filter says otherwise."""
-    if (
-        not everyone
-        and cluster.username != user.name
-        and not (set(cluster.shared_groups) & user.groups)
-    ):
-        return False
-    if statuses is None:
-        return cluster.active
-    return cluster.public_status in statuses
 
 
 class VersionHandler(BaseHandler):
@@ -226,25 +218,10 @@ class ClustersHandler(BaseHandler):
 
     def get(self):
         statuses = parse_status_filter(self.get_query_argument("status", None))
-        user = self.current_user
-        prefix = self.gateway.dashboard_route_prefix
-        key = (user.name, frozenset(user.groups), statuses and frozenset(statuses), prefix)
-        generation = Cluster.listing_generation
-        # Clients poll their list; the answer is reused until any cluster changes.
-        listings = self.manager.listings
-        cached = listings.get(key)
-        if cached is not None and cached[0] == generation:
-            body = cached[1]
-        else:
-            parts = [
-                c.listing_entry(prefix)  # cached encoded JSON
-                for c in self.manager.clusters.values()
-                if listed(c, user, statuses)
-            ]
-            body = b"{" + b",".join(parts) + b"}"
-            if len(listings) >= 64:
-                listings.clear()
-            listings[key] = (generation, body)
+        # Clients poll their list; the answer is reused until a cluster changes.
+        body = self.manager.listing(
+            self.current_user, statuses, self.gateway.dashboard_route_prefix
+        )
         self.set_header("Content-Type", "application/json")
         self.finish(body)
 
@@ -316,10 +293,8 @@ class ClusterHandler(BaseHandler):
         if unknown:
             raise BadRequest(f"Unknown fields in request: {sorted(unknown)}")
         if "shared_groups" in body:
-            from .reconcile import parse_groups
-
-            self.manager.share(cluster, parse_groups(body["shared_groups"]))
-        self.write_json(self.gateway.cluster_details(cluster))
+            self.manager.share(cluster, body["shared_groups"])
+        self.write_json(cluster.details(self.gateway.dashboard_route_prefix))
 
 
 class ScaleHandler(BaseHandler):
@@ -327,8 +302,6 @@ class ScaleHandler(BaseHandler):
         cluster = self.cluster_for(name, manage=True)
         body = self.json_body()
         if "count" not in body:
-            from .errors import InvalidOptions
-
             raise InvalidOptions("Scale expects a 'count' field")
         ok, msg = await self.manager.scale(cluster, body["count"])
         self.write_json({"ok": ok, "msg": msg})
@@ -349,7 +322,7 @@ class AdaptHandler(BaseHandler):
 
 class OptionsHandler(BaseHandler):
     async def get(self):
-        options = await self.gateway.backend.get_cluster_options(self.current_user)
+        options = await self.manager.cluster_options(self.current_user)
         self.write_json({"cluster_options": options.spec()})
 
 
@@ -364,15 +337,16 @@ class ClusterDetailsHandler(BaseHandler):
 
     def get(self, name=None):
         user = self.current_user
+        prefix = self.gateway.dashboard_route_prefix
         if name:
-            self.write_json(self.gateway.cluster_details(self.cluster_for(name)))
+            self.write_json(self.cluster_for(name).details(prefix))
             return
         everyone = self.get_query_argument("all", "0") not in ("0", "", "false")
         if everyone and not user.admin:
             raise Forbidden("Only admins may list every user's clusters")
         statuses = parse_status_filter(self.get_query_argument("status", None))
         out = [
-            self.gateway.cluster_details(c)
+            c.details(prefix)
             for c in self.manager.clusters.values()
             if listed(c, user, statuses, everyone)
         ]
@@ -390,10 +364,8 @@ class HeartbeatHandler(BaseHandler):
         scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
         if cluster is None or scheme != "token" or not same_secret(token.strip(), cluster.token):
             raise Forbidden("Invalid cluster token")
-        if not await self.manager.heartbeat(cluster, parse_heartbeat(self.json_body())):
-            raise Forbidden("The gateway refused this scheduler's addresses")
-        self.set_status(204)
-        self.finish()
+        # The reply tells the scheduler its target worker count and ceiling.
+        self.write_json(await self.manager.heartbeat(cluster, parse_heartbeat(self.json_body())))
 
 
 class RoutesHandler(BaseHandler):
@@ -443,7 +415,7 @@ class DashboardHandler(BaseHandler, DashboardProxyHandler):
         except Unauthorized:
             # Pages go to the Hub login; a websocket cannot follow a redirect: 401.
             upgrade = self.request.headers.get("Upgrade", "").lower() == "websocket"
-            login = None if upgrade else self.gateway.browser_login_url(self)
+            login = None if upgrade else self.gateway.authenticator.login_url(self)
             if login and self.request.method in ("GET", "HEAD"):
                 self.redirect(login)
                 return
@@ -488,7 +460,3 @@ def default_handlers(prefix: str):
         (p + r"api/v1/routes/?", RoutesHandler),
         (p + r"clusters/(?P<cluster_name>[^/]+)(?P<path>/.*)?", DashboardHandler),
     ]
-
-
-def uptime_ms(start: float) -> int:
-    return int((time.time() - start) * 1000)

@@ -151,16 +151,11 @@ def _bind_url(c) -> str:
 # --- inside the service: Hub OAuth for browsers ------------------------------------------
 
 
-def make_hub_auth(authenticator, app):
+def make_hub_auth(authenticator):
     """The ``HubOAuth`` object that checks tokens and runs the browser login."""
     from jupyterhub.services.auth import HubOAuth
 
-    auth = HubOAuth(cache_max_age=int(authenticator.cache_max_age), log=app.log)
-    authenticator.login_url_for = lambda handler: login_url(auth, handler)
-    authenticator.extra_handlers = lambda prefix: [
-        (prefix + "oauth_callback", _callback_handler(auth)),
-    ]
-    return auth
+    return HubOAuth(cache_max_age=int(authenticator.cache_max_age), log=authenticator.log)
 
 
 def login_url(auth, handler) -> str:
@@ -176,7 +171,7 @@ def login_url(auth, handler) -> str:
     return url_concat(auth.login_url, params)
 
 
-def _callback_handler(auth):
+def oauth_callback_handler(auth):
     from jupyterhub.services.auth import HubOAuthCallbackHandler
 
     # The callback must use the same HubOAuth object that started the login:

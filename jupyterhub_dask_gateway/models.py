@@ -2,16 +2,15 @@
 
 A record has a ``status`` (where it is) and a ``target`` (where handlers want it);
 ``reconcile`` moves the first toward the second. ``Cluster.to_wire`` renders the
-exact model the dask-gateway client accepts (PROTOCOL.md §1.1: no extra keys).
-Persistence lives in ``store``; this module does no I/O.
+exact model the dask-gateway client accepts (docs/protocol.md, "The cluster model":
+no extra keys), ``Cluster.details`` the richer one of the panel. Persistence lives
+in ``store``, listing answers in ``listing``; this module does no I/O.
 """
 
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 
 class JobStatus(enum.IntEnum):
@@ -66,10 +65,14 @@ class User:
     groups: frozenset = frozenset()
     admin: bool = False
 
-    def may_view(self, cluster: Cluster) -> bool:
-        """Owner, admins and members of a group the cluster is shared with."""
+    def may_view(self, cluster: Cluster, as_admin: bool = True) -> bool:
+        """Owner, members of a group the cluster is shared with, and admins.
+
+        ``as_admin=False`` leaves the admin right out: what a listing shows an admin
+        who did not ask for every user's clusters.
+        """
         return (
-            self.admin
+            (as_admin and self.admin)
             or cluster.username == self.name
             or bool(self.groups & set(cluster.shared_groups))
         )
@@ -98,12 +101,6 @@ class Worker:
         return not self.status.done
 
 
-# Cluster fields a listing depends on (which clusters it shows, and their JSON).
-_LISTED_FIELDS = frozenset(
-    {"status", "target", "dashboard_address", "stop_time", "shared_groups", "options"}
-)
-
-
 @dataclass(eq=False)
 class Cluster:
     name: str
@@ -127,23 +124,6 @@ class Cluster:
     adaptive: dict | None = None
     workers: dict = field(default_factory=dict)
     last_heartbeat: float = 0.0
-    # (dashboard prefix, encoded entry) of the last listing_entry(); see there.
-    _wire_json: tuple | None = field(default=None, repr=False)
-
-    # Bumped whenever any cluster changes in a way a listing shows (see listings_changed),
-    # so a listing answer can be reused until then.
-    listing_generation: ClassVar[int] = 0
-
-    def __setattr__(self, name, value):
-        if name in _LISTED_FIELDS:
-            object.__setattr__(self, "_wire_json", None)
-            Cluster.listings_changed()
-        object.__setattr__(self, name, value)
-
-    @staticmethod
-    def listings_changed() -> None:
-        """Call when the set of clusters changes; attribute changes call it themselves."""
-        Cluster.listing_generation += 1
 
     @property
     def public_status(self) -> ClusterStatus:
@@ -175,19 +155,29 @@ class Cluster:
             "tls_key": self.tls_key if cred else None,
         }
 
-    def listing_entry(self, dashboard_prefix: str = "") -> bytes:
-        """``"<name>":<model JSON>`` as UTF-8, one member of the listing's JSON object.
-
-        Cached until a field it depends on is assigned (``__setattr__``): a RUNNING
-        cluster's model carries its certificate and key (~3 KB), so listing 100
-        clusters means ~300 KB per request. Names are hex, so the key needs no escaping.
-        """
-        cached = self._wire_json
-        if cached is None or cached[0] != dashboard_prefix:
-            model = json.dumps(self.to_wire(dashboard_prefix))
-            cached = (dashboard_prefix, f'"{self.name}":{model}'.encode())
-            object.__setattr__(self, "_wire_json", cached)
-        return cached[1]
+    def details(self, dashboard_prefix: str = "") -> dict:
+        """The panel's and admins' richer model (``api/v1/cluster-details``): no secrets."""
+        workers = [
+            w for w in self.workers.values() if w.status == JobStatus.RUNNING and not w.target.done
+        ]
+        cfg = self.config
+        return {
+            "name": self.name,
+            "owner": self.username,
+            "status": self.public_status.name,
+            "start_time": self.start_time,
+            "stop_time": self.stop_time,
+            "options": self.options,
+            "dashboard_route": self.to_wire(dashboard_prefix)["dashboard_route"],
+            "workers": len(workers),
+            "threads": sum(w.nthreads for w in workers),
+            "cores": len(workers) * cfg.get("worker_cores", 1),
+            "memory": sum(w.memory_limit or cfg.get("worker_memory", 0) for w in workers),
+            "target_workers": self.count,
+            "adaptive": self.adaptive,
+            "shared_groups": list(self.shared_groups),
+            "reason": self.reason,
+        }
 
     def resources(self) -> tuple[float, int]:
         """(cores, memory bytes) this cluster holds or has asked for: scheduler plus workers."""

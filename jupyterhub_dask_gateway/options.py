@@ -2,9 +2,10 @@
 
 ``Options(*fields, handler=None)`` mirrors dask-gateway-server's classes so admins
 can migrate their config. ``spec()`` is what ``GET /api/v1/options`` serves (its
-exact shape is fixed by the client, PROTOCOL.md §1.7); ``parse()`` validates a
-request; ``overrides()`` turns the values into ``ClusterConfig`` settings, through
-each field's ``target`` or the admin's ``handler(options[, user])``.
+exact shape is fixed by the client: docs/protocol.md, "The cluster options spec");
+``parse()`` validates a request; ``overrides()`` turns the values into
+``ClusterConfig`` settings, through each field's ``target`` or the admin's
+``handler(options[, user])``.
 """
 
 from __future__ import annotations
@@ -81,7 +82,15 @@ class Bool(Field):
 
 
 class _Number(Field):
+    #: What the bounds may be: the client builds its widgets from them.
+    bound_types: tuple[type, ...] = (int, float)
+
     def __init__(self, field, default=0, min=None, max=None, label=None, target=None):
+        for name, bound in (("min", min), ("max", max)):
+            if bound is not None and (
+                isinstance(bound, bool) or not isinstance(bound, self.bound_types)
+            ):
+                raise TypeError(f"{type(self).__name__} {field!r}: {name} must be a number")
         self.min = min
         self.max = max
         super().__init__(field, default, label, target)
@@ -99,6 +108,7 @@ class _Number(Field):
 
 class Integer(_Number):
     type_name = "int"
+    bound_types = (int,)
 
     def validate(self, value):
         if not isinstance(value, int) or isinstance(value, bool):

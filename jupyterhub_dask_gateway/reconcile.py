@@ -1,13 +1,24 @@
 """The cluster manager: the only code that changes clusters and talks to the backend.
 
 Handlers call the small public API here (``create``, ``stop``, ``scale``,
-``adapt``, ``share``, ``on_heartbeat``); those set *targets* and queue the
-cluster. A bounded pool of reconciler tasks moves each cluster's and worker's
-*status* toward its target (start the scheduler, start or stop workers, stop
-everything), one pass per cluster at a time. A periodic check turns stuck or
-dead things into FAILED records with a reason the user can read, and replaces
-dead workers up to the target count. Every change is written through to the
-store; the proxy's route table follows the RUNNING clusters.
+``adapt``, ``share``, ``heartbeat``); those set *targets* and queue the cluster
+in a work queue (``workqueue``). A bounded pool of reconciler tasks moves each
+cluster's and worker's *status* toward its target (start the scheduler, start or
+stop workers, stop everything), one pass per cluster at a time; a pass that fails
+is retried with capped exponential backoff, and fails the cluster with the last
+error after ``retry_limit`` attempts. A periodic check turns stuck or dead things
+into FAILED records with a reason the user can read, and replaces dead workers up
+to the target count. Every change is saved through ``_save``: to the store and to
+the listing cache; the proxy's route table follows the RUNNING clusters.
+
+The manager owns a cluster's worker count: ``scale`` sets it; a heartbeat may
+move it only while the cluster is adaptive (the scheduler decides then), within
+the limits; the heartbeat's reply tells the scheduler the count and the ceiling,
+so a clamped count is not asked for again.
+
+It stands alone: everything it needs (policy settings, the backend, the store,
+the quotas, a clock) is passed in, so tests drive it with a fake backend and a
+fake clock (tests/test_manager.py).
 """
 
 from __future__ import annotations
@@ -19,46 +30,85 @@ import time
 import uuid
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from traitlets import Bool, Callable, Float, Instance, Integer, Unicode, default
+from traitlets.config import LoggingConfigurable
 
 from .addresses import REPORTED
-from .errors import Conflict, InvalidOptions, NotFound
-from .models import Cluster, ClusterStatus, JobStatus, Worker
+from .backends.base import Backend, tail_summary
+from .errors import Conflict, Forbidden, GatewayError, InvalidOptions, NotFound
+from .listing import ListingCache
+from .models import Cluster, ClusterStatus, JobStatus, User, Worker
+from .options import Options, String
+from .quotas import Quotas
 from .routes import RouteTable
-from .tls import new_keypair
-from .utils import format_bytes, now_ms
+from .store import Store
+from .tls import KEY_TYPES, new_keypair
+from .workqueue import WorkQueue
 
 # The most workers any request may ask for (scale, adapt, a heartbeat's count), whatever
 # the limits say: a bound on the rows one request can create.
 MAX_WORKERS = 10_000
 # Worker records created per reconcile pass (the rest follow in the next passes).
 WORKERS_PER_PASS = 100
+# The cluster option that shares a cluster with groups (``sharing_option``).
+SHARING_FIELD = String("shared_groups", "", label="Share with groups (comma-separated)")
 
 
-class ClusterManager:
-    """Owns the in-memory clusters, the store, the backend and the reconcile loops."""
+class ClusterManager(LoggingConfigurable):
+    """Owns the in-memory clusters, and moves them with the backend and the store.
 
-    def __init__(self, app, backend, store, log):
-        self.app = app
-        self.backend = backend
-        self.store = store
-        self.log = log
+    The policy traits mirror the ``DaskGateway`` settings of the same names (the
+    gateway passes its values in; see there for their meaning).
+    """
+
+    backend = Instance(Backend)
+    store = Instance(Store)
+    quotas = Instance(Quotas, args=())
+    clock = Callable(help="Seconds since the epoch: time.time, or a test's fake clock.")
+
+    @default("clock")
+    def _default_clock(self):
+        return time.time
+
+    api_url = Unicode(help="Where schedulers reach the gateway's API (scheduler env).")
+    tls_key_type = Unicode("ecdsa-p256")
+    cluster_start_timeout = Float(60)
+    worker_start_timeout = Float(60)
+    cluster_heartbeat_period = Float(10)
+    cluster_heartbeat_timeout = Float(30)
+    check_timeouts_period = Float(2)
+    worker_start_failure_limit = Integer(3, min=1)
+    parallelism = Integer(10, min=1)
+    db_cleanup_period = Float(600)
+    db_cluster_max_age = Float(86400)
+    sharing_option = Bool(True)
+    retry_limit = Integer(
+        5, min=1, help="Attempts of a failing reconcile pass before the cluster is FAILED."
+    )
+    retry_base_delay = Float(0.5, help="Seconds before the first retry; doubles each time.")
+    retry_max_delay = Float(30, help="The longest wait between two retries.")
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.tls_key_type not in KEY_TYPES:
+            raise ValueError(f"tls_key_type must be one of {sorted(KEY_TYPES)}")
         self.clusters: dict[str, Cluster] = {}
         self.routes = RouteTable()
-        # Listing answers: (user, groups, status filter, prefix) ->
-        # (Cluster.listing_generation, body); see handlers.ClustersHandler.
-        self.listings: dict[tuple, tuple[int, bytes]] = {}
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._queued: set[str] = set()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self.listings = ListingCache()
+        self._work = WorkQueue(self.retry_base_delay, self.retry_max_delay)
         self._ready: dict[str, asyncio.Event] = {}
         self._worker_failures: dict[str, int] = {}
         self._tasks: list[asyncio.Task] = []
         self._http = AsyncHTTPClient(force_instance=True)
 
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self):
         self.clusters = self.store.load()
-        now = time.time()
+        self.listings.changed()
+        now = self.clock()
         for cluster in self.clusters.values():
             if cluster.status.done:
                 continue
@@ -73,12 +123,12 @@ class ClusterManager:
             "Loaded %d clusters (%d active) from the database", len(self.clusters), n_active
         )
         loop = asyncio.get_running_loop()
-        for i in range(self.app.parallelism):
+        for i in range(self.parallelism):
             self._tasks.append(loop.create_task(self._reconcile_loop(), name=f"reconcile-{i}"))
         self._tasks.append(
-            loop.create_task(self._periodic(self.app.check_timeouts_period, self.check_timeouts))
+            loop.create_task(self._periodic(self.check_timeouts_period, self.check_timeouts))
         )
-        self._tasks.append(loop.create_task(self._periodic(self.app.db_cleanup_period, self.prune)))
+        self._tasks.append(loop.create_task(self._periodic(self.db_cleanup_period, self.prune)))
 
     async def shutdown(self, stop_clusters: bool, timeout: float = 30):
         if stop_clusters:
@@ -93,7 +143,17 @@ class ClusterManager:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._work.close()
         self._http.close()
+
+    def healthy(self) -> bool:
+        """Whether every loop is still running (a crashed loop means a stuck gateway)."""
+        return bool(self._tasks) and all(not t.done() for t in self._tasks)
+
+    @property
+    def queue_depth(self) -> int:
+        """Clusters waiting for a reconcile pass."""
+        return len(self._work)
 
     # --- queries ------------------------------------------------------------------------
     def get(self, name: str) -> Cluster:
@@ -109,6 +169,10 @@ class ClusterManager:
             if c.username == username and (c.active or not active_only)
         ]
 
+    def listing(self, user: User, statuses, prefix: str = "") -> bytes:
+        """The client's listing (``GET api/v1/clusters/``), encoded, from the cache."""
+        return self.listings.answer(self.clusters.values(), user, statuses, prefix)
+
     async def wait_ready(self, cluster: Cluster, timeout: float) -> None:
         if cluster.public_status == ClusterStatus.PENDING:
             try:
@@ -122,25 +186,38 @@ class ClusterManager:
             ev = self._ready[cluster.name] = asyncio.Event()
         return ev
 
-    # --- handler API --------------------------------------------------------------------
-    async def create(self, user, requested_options) -> Cluster:
-        await self.backend.check_owner(user.name)
+    # --- options and sharing ------------------------------------------------------------
+    async def cluster_options(self, user: User) -> Options:
+        """The options ``user`` may set: the backend's, plus ``shared_groups`` when
+        ``sharing_option`` is on (and the admin's options do not define it already)."""
         options = await self.backend.get_cluster_options(user)
+        if self.sharing_option and not any(f.field == SHARING_FIELD.field for f in options.fields):
+            options = options.with_field(SHARING_FIELD)
+        return options
+
+    def share(self, cluster: Cluster, groups) -> None:
+        """Replace the groups ``cluster`` is shared with (a list or comma-separated)."""
+        cluster.shared_groups = parse_groups(groups)
+        self._save(cluster)
+
+    # --- handler API --------------------------------------------------------------------
+    async def create(self, user: User, requested_options) -> Cluster:
+        await self.backend.check_owner(user.name)
+        options = await self.cluster_options(user)
         values = options.parse(requested_options)
         shared = []
-        if self.app.sharing_option and "shared_groups" in values:
-            shared = parse_groups(values["shared_groups"])
-        overrides = options.overrides(values, user)
-        config = self.backend.make_cluster_config(overrides)
+        if self.sharing_option and SHARING_FIELD.field in values:
+            shared = parse_groups(values[SHARING_FIELD.field])
+        config = self.backend.make_cluster_config(options.overrides(values, user))
         cfg = config.to_dict()
-        self.app.quotas.check_new_cluster(user, cfg, self.user_clusters(user.name))
+        self.quotas.check_new_cluster(user, cfg, self.user_clusters(user.name))
         name = uuid.uuid4().hex
         cert, key = await asyncio.get_running_loop().run_in_executor(
-            None, new_keypair, name, self.app.tls_key_type
+            None, new_keypair, name, self.tls_key_type
         )
         # Again, with no await between the check and the insert: requests that passed the
         # first check concurrently are decided one by one here.
-        self.app.quotas.check_new_cluster(user, cfg, self.user_clusters(user.name))
+        self.quotas.check_new_cluster(user, cfg, self.user_clusters(user.name))
         cluster = Cluster(
             name=name,
             username=user.name,
@@ -149,12 +226,12 @@ class ClusterManager:
             tls_key=key,
             options=values,
             config=cfg,
-            start_time=now_ms(),
+            start_time=self._now_ms(),
             shared_groups=shared,
         )
         self.clusters[name] = cluster
-        Cluster.listings_changed()
         self.store.add_cluster(cluster)
+        self.listings.changed(cluster)
         self.log.info("Created cluster %s for user %s", name, user.name)
         self.queue(cluster)
         return cluster
@@ -164,14 +241,17 @@ class ClusterManager:
             self.log.info("Stopping cluster %s%s", cluster.name, f" ({reason})" if reason else "")
             self._set_target(cluster, JobStatus.STOPPED, reason)
 
-    def share(self, cluster: Cluster, groups: list[str]) -> None:
-        cluster.shared_groups = sorted(set(groups))
-        self.store.update_cluster(cluster)
+    def worker_ceiling(self, cluster: Cluster) -> int | None:
+        """The most workers ``cluster`` may have now: its limit and the owner's quota."""
+        limit = cluster.config.get("max_workers")
+        quota = self.quotas.max_workers_for(cluster, self.user_clusters(cluster.username))
+        caps = [c for c in (limit, quota) if c is not None]
+        return min(caps) if caps else None
 
     def clamp_workers(self, cluster: Cluster, n: int) -> tuple[int, str | None]:
         """Clamp a worker count to the cluster limit and the owner's quota, with a message."""
         limit = cluster.config.get("max_workers")
-        quota = self.app.quotas.max_workers_for(cluster, self.user_clusters(cluster.username))
+        quota = self.quotas.max_workers_for(cluster, self.user_clusters(cluster.username))
         msg = None
         if limit is not None and n > limit:
             msg = (
@@ -182,33 +262,35 @@ class ClusterManager:
         if quota is not None and n > quota:
             msg = (
                 f"Scale request of {n} workers would exceed your per-user quota "
-                f"({self.app.quotas.describe()}). Scaling to {quota} instead."
+                f"({self.quotas.describe()}). Scaling to {quota} instead."
             )
             n = quota
         return n, msg
 
     async def scale(self, cluster: Cluster, count) -> tuple[bool, str | None]:
-        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        if not _is_count(count):
             raise InvalidOptions(f"Scale expects a non-negative integer, got {count!r}")
         if count > MAX_WORKERS:
             raise InvalidOptions(f"Scale to at most {MAX_WORKERS} workers, got {count}")
         self._require_running(cluster)
         count, msg = self.clamp_workers(cluster, count)
-        await self._send_to_scheduler(cluster, {"op": "scale", "count": count})
+        previous = (cluster.count, cluster.adaptive)
+        # Recorded before the scheduler hears of it: a heartbeat answered meanwhile
+        # already carries the new count.
         cluster.adaptive = None
-        cluster.count = count
-        self._trim_pending_workers(cluster)
-        self.store.update_cluster(cluster)
+        self._set_count(cluster, count)
+        try:
+            await self._send_to_scheduler(cluster, {"op": "scale", "count": count})
+        except Conflict:
+            cluster.count, cluster.adaptive = previous
+            raise
+        self._save(cluster)
         self.queue(cluster)
         return msg is None, msg
 
     async def adapt(self, cluster: Cluster, minimum, maximum, active=True):
         for label, value in (("minimum", minimum), ("maximum", maximum)):
-            if value is not None and (
-                not isinstance(value, int)
-                or isinstance(value, bool)
-                or not 0 <= value <= MAX_WORKERS
-            ):
+            if value is not None and not (_is_count(value) and value <= MAX_WORKERS):
                 raise InvalidOptions(
                     f"Adapt expects {label} to be an integer from 0 to {MAX_WORKERS} or null, "
                     f"got {value!r}"
@@ -216,10 +298,7 @@ class ClusterManager:
         if not isinstance(active, bool):
             raise InvalidOptions(f"Adapt expects active to be a bool, got {active!r}")
         self._require_running(cluster)
-        limit = cluster.config.get("max_workers")
-        quota = self.app.quotas.max_workers_for(cluster, self.user_clusters(cluster.username))
-        caps = [c for c in (limit, quota) if c is not None]
-        cap = min(caps) if caps else None
+        cap = self.worker_ceiling(cluster)
         lo = minimum or 0
         hi = maximum if maximum is not None else (cap if cap is not None else max(lo, 1) * 1000)
         msg = None
@@ -232,11 +311,17 @@ class ClusterManager:
             hi, lo = new_hi, new_lo
         if lo > hi:
             raise InvalidOptions(f"Adapt minimum ({lo}) must not exceed maximum ({hi})")
-        await self._send_to_scheduler(
-            cluster, {"op": "adapt", "minimum": lo, "maximum": hi, "active": active}
-        )
+        previous = cluster.adaptive
+        # Recorded first, as in ``scale``: the heartbeat the change wakes is adaptive's.
         cluster.adaptive = {"minimum": lo, "maximum": hi} if active else None
-        self.store.update_cluster(cluster)
+        try:
+            await self._send_to_scheduler(
+                cluster, {"op": "adapt", "minimum": lo, "maximum": hi, "active": active}
+            )
+        except Conflict:
+            cluster.adaptive = previous
+            raise
+        self._save(cluster)
         return msg is None, msg
 
     def _require_running(self, cluster):
@@ -267,50 +352,64 @@ class ClusterManager:
                 await asyncio.sleep(delay)
                 delay *= 2
 
-    # --- heartbeats ---------------------------------------------------------------------
-    async def heartbeat(self, cluster: Cluster, msg: dict) -> bool:
-        """Apply a (type-checked) heartbeat, after checking the addresses it claims.
+    # --- the scheduler's side ------------------------------------------------------------
+    def scheduler_env(self, cluster: Cluster) -> dict:
+        """What the scheduler preload reads (docs/protocol.md, "The scheduler's side")."""
+        cfg = cluster.config
+        return {
+            "DASK_GATEWAY_API_URL": self.api_url,
+            "DASK_GATEWAY_API_TOKEN": cluster.token,
+            "DASK_GATEWAY_CLUSTER_NAME": cluster.name,
+            "JHDG_HEARTBEAT_PERIOD": str(self.cluster_heartbeat_period),
+            "JHDG_ADAPTIVE_PERIOD": str(cfg.get("adaptive_period", 3)),
+            "JHDG_IDLE_TIMEOUT": str(cfg.get("idle_timeout", 0)),
+        }
+
+    def worker_env(self, cluster: Cluster) -> dict:
+        return {"DASK_GATEWAY_CLUSTER_NAME": cluster.name}
+
+    async def heartbeat(self, cluster: Cluster, msg: dict) -> dict:
+        """Apply a (type-checked) heartbeat; the reply for the scheduler.
 
         The first heartbeat's addresses must be where the backend started the scheduler
         (``Backend.check_addresses``); later ones may not change them. A refusal fails
-        the cluster with the reason and returns False.
+        the cluster with the reason and raises ``Forbidden``. The reply is
+        ``{"count": target workers, "max_workers": ceiling or None}``.
         """
         if cluster.target.done or cluster.status.done:
-            return True
+            return self._reply(cluster)
         reported = {f: str(msg.get(f) or "") for f in REPORTED}
+        why = ""
         if cluster.status in (JobStatus.CREATED, JobStatus.SUBMITTED):
-            why = await self.backend.check_addresses(cluster, reported)
-            if why:
-                self._fail(cluster, f"Refused the scheduler's addresses: {why}")
-                return False
+            if not reported["scheduler_address"].startswith("tls://"):
+                why = "Scheduler reported an address without TLS"
+            elif why := await self.backend.check_addresses(cluster, reported):
+                why = f"Refused the scheduler's addresses: {why}"
         elif cluster.status == JobStatus.RUNNING:
-            known = {
-                "scheduler_address": cluster.scheduler_address,
-                "dashboard_address": cluster.dashboard_address,
-                "api_address": cluster.api_address,
-            }
+            known = {f: getattr(cluster, f) for f in REPORTED}
             # Fields a heartbeat leaves out are unchanged; any it states must be the same.
             changed = [f for f in REPORTED if f in msg and reported[f] != known[f]]
             if changed:
-                self._fail(
-                    cluster, f"The scheduler changed its {', '.join(changed)} after it started"
-                )
-                return False
-        self.on_heartbeat(cluster, msg)
-        return True
+                why = f"The scheduler changed its {', '.join(changed)} after it started"
+        if why:
+            self._fail(cluster, why)
+            raise Forbidden("The gateway refused this scheduler's addresses")
+        self._apply_heartbeat(cluster, msg)
+        return self._reply(cluster)
 
-    def on_heartbeat(self, cluster: Cluster, msg: dict) -> None:
-        if cluster.target.done or cluster.status.done:
-            return
-        cluster.last_heartbeat = time.time()
+    def _reply(self, cluster: Cluster) -> dict:
+        running = cluster.active and not cluster.status.done
+        return {
+            "count": cluster.count if running else 0,
+            "max_workers": self.worker_ceiling(cluster) if running else 0,
+        }
+
+    def _apply_heartbeat(self, cluster: Cluster, msg: dict) -> None:
+        cluster.last_heartbeat = self.clock()
         changed = False
         if cluster.status in (JobStatus.CREATED, JobStatus.SUBMITTED):
-            cluster.scheduler_address = str(msg.get("scheduler_address") or "")
-            cluster.dashboard_address = str(msg.get("dashboard_address") or "")
-            cluster.api_address = str(msg.get("api_address") or "")
-            if not cluster.scheduler_address.startswith("tls://"):
-                self._fail(cluster, "Scheduler reported an address without TLS")
-                return
+            for f in REPORTED:
+                setattr(cluster, f, str(msg.get(f) or ""))
             cluster.status = JobStatus.RUNNING
             self.routes.put(cluster.name, cluster.scheduler_address)
             self._event(cluster).set()
@@ -318,29 +417,29 @@ class ClusterManager:
                 "Cluster %s is running (scheduler %s)", cluster.name, cluster.scheduler_address
             )
             changed = True
-        if cluster.status == JobStatus.RUNNING:
-            # The path comes from our backend, never from the message: a scheduler runs user
-            # code and must not point the proxy at a socket of its choosing.
-            ready = msg.get("handoff") is True
-            self.routes.put(
-                cluster.name,
-                cluster.scheduler_address,
-                self.backend.handoff_target(cluster) if ready else {},
-            )
+        # The path comes from our backend, never from the message: a scheduler runs user
+        # code and must not point the proxy at a socket of its choosing.
+        ready = msg.get("handoff") is True
+        self.routes.put(
+            cluster.name,
+            cluster.scheduler_address,
+            self.backend.handoff_target(cluster) if ready else {},
+        )
         count = msg.get("count")
-        if not isinstance(count, int) or isinstance(count, bool) or count > MAX_WORKERS:
-            count = None
-        # Only a new count (adaptive's) needs clamping; the quota check walks the owner's
-        # clusters, which every steady heartbeat of every cluster would otherwise repeat.
-        if isinstance(count, int) and count >= 0 and count != cluster.count:
-            count, _ = self.clamp_workers(cluster, count)
-            if count != cluster.count:
-                cluster.count = count
-                changed = True
-        adaptive = msg.get("adaptive")
-        if adaptive != cluster.adaptive and (adaptive is None or isinstance(adaptive, dict)):
-            cluster.adaptive = adaptive
-            changed = True
+        # Only an adaptive cluster's scheduler decides its count (within its bounds and
+        # the limits); otherwise the count is the one ``scale`` set, and the reply
+        # brings the scheduler back to it.
+        if cluster.adaptive and _is_count(count) and count != cluster.count:
+            lo, hi = cluster.adaptive["minimum"], cluster.adaptive["maximum"]
+            count, _ = self.clamp_workers(cluster, min(max(count, lo), hi))
+            changed |= self._set_count(cluster, count)
+        self._apply_workers(cluster, msg)
+        changed |= self._trim_pending_workers(cluster)
+        if changed:
+            self._save(cluster)
+        self.queue(cluster)
+
+    def _apply_workers(self, cluster: Cluster, msg: dict) -> None:
         reported = msg.get("workers") or {}
         closing = set(msg.get("closing_workers") or ())
         closed = set(msg.get("closed_workers") or ())
@@ -360,17 +459,21 @@ class ClusterManager:
                 w.close_expected = True
                 self._set_worker_target(cluster, w, JobStatus.STOPPED)
             info = reported.get(w.name)
-            if info is not None and isinstance(info, dict):
+            if isinstance(info, dict):
                 w.nthreads = int(info.get("nthreads") or 0)
                 w.memory_limit = int(info.get("memory_limit") or 0)
                 if w.status != JobStatus.RUNNING and not w.target.done:
                     w.status = JobStatus.RUNNING
                     self._worker_failures.pop(cluster.name, None)
                     self.store.update_worker(w)
-        changed |= self._trim_pending_workers(cluster)
-        if changed:
-            self.store.update_cluster(cluster)
-        self.queue(cluster)
+
+    def _set_count(self, cluster: Cluster, count: int) -> bool:
+        """The one place a cluster's target worker count changes; whether it did."""
+        if count == cluster.count:
+            return False
+        cluster.count = count
+        self._trim_pending_workers(cluster)
+        return True
 
     def _trim_pending_workers(self, cluster) -> bool:
         """Give surplus not-yet-running workers target STOPPED (newest first)."""
@@ -390,9 +493,12 @@ class ClusterManager:
 
     # --- state changes ------------------------------------------------------------------
     def queue(self, cluster: Cluster) -> None:
-        if cluster.name not in self._queued:
-            self._queued.add(cluster.name)
-            self._queue.put_nowait(cluster.name)
+        self._work.add(cluster.name)
+
+    def _save(self, cluster: Cluster) -> None:
+        """Write a changed cluster through: the store, and the listings that show it."""
+        self.store.update_cluster(cluster)
+        self.listings.changed(cluster)
 
     def _set_target(self, cluster: Cluster, target: JobStatus, reason: str = "") -> None:
         if cluster.target.done:
@@ -402,7 +508,7 @@ class ClusterManager:
             cluster.reason = reason
         self.routes.delete(cluster.name)
         self._event(cluster).set()
-        self.store.update_cluster(cluster)
+        self._save(cluster)
         self.queue(cluster)
 
     def _fail(self, cluster: Cluster, reason: str) -> None:
@@ -422,24 +528,60 @@ class ClusterManager:
     # --- the reconcile loop -------------------------------------------------------------
     async def _reconcile_loop(self):
         while True:
-            name = await self._queue.get()
-            self._queued.discard(name)
-            cluster = self.clusters.get(name)
-            if cluster is None:
-                continue
-            lock = self._locks.setdefault(name, asyncio.Lock())
-            if lock.locked():
-                # Another task is on it; make sure it gets another pass afterwards.
-                asyncio.get_running_loop().call_later(0.05, self.queue, cluster)
-                continue
-            async with lock:
-                try:
-                    await self._reconcile(cluster)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    self.log.exception("Reconciling cluster %s failed", name)
-                    self._fail(cluster, f"Internal error: {exc}")
+            name = await self._work.get()
+            try:
+                cluster = self.clusters.get(name)
+                if cluster is not None:
+                    await self._pass(cluster)
+            finally:
+                self._work.done(name)
+
+    async def _pass(self, cluster: Cluster) -> None:
+        try:
+            await self._reconcile(cluster)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._pass_failed(cluster, exc)
+        else:
+            self._work.forget(cluster.name)
+
+    def _pass_failed(self, cluster: Cluster, exc: Exception) -> None:
+        """Retry a failed pass with backoff; fail the cluster when it keeps failing."""
+        if isinstance(exc, GatewayError):
+            message, permanent = exc.message, exc.status_code < 500
+        else:
+            message, permanent = str(exc) or type(exc).__name__, False
+        if cluster.target.done:
+            what = "Stopping the cluster failed"
+        elif cluster.status == JobStatus.CREATED:
+            what = "Scheduler failed to start"
+        else:
+            what = "Reconciling the cluster failed"
+        attempts = self._work.failures(cluster.name) + 1
+        if permanent or attempts >= self.retry_limit:
+            self._work.forget(cluster.name)
+            after = f" (after {attempts} attempts)" if attempts > 1 else ""
+            if cluster.target.done:
+                # Nothing more to try: record it as stopped, and say what may be left.
+                self.log.error(
+                    "Cluster %s: %s%s: %s; giving up", cluster.name, what, after, message
+                )
+                self._finish_stop(cluster)
+            else:
+                self._fail(cluster, f"{what}: {message}{after}")
+            return
+        delay = self._work.retry(cluster.name)
+        self.log.warning(
+            "Cluster %s: %s: %s; retrying in %.1f s (attempt %d of %d)",
+            cluster.name,
+            what,
+            message,
+            delay,
+            attempts,
+            self.retry_limit,
+            exc_info=not isinstance(exc, GatewayError),
+        )
 
     async def _reconcile(self, cluster: Cluster):
         if cluster.target.done:
@@ -452,15 +594,10 @@ class ClusterManager:
             await self._reconcile_workers(cluster)
 
     async def _start_scheduler(self, cluster):
-        env = self.app.scheduler_env(cluster)
-        try:
-            cluster.state = await self.backend.start_cluster(cluster, env)
-        except Exception as exc:
-            self._fail(cluster, f"Scheduler failed to start: {getattr(exc, 'message', exc)}")
-            return
+        cluster.state = await self.backend.start_cluster(cluster, self.scheduler_env(cluster))
         if cluster.status == JobStatus.CREATED:
             cluster.status = JobStatus.SUBMITTED
-        self.store.update_cluster(cluster)
+        self._save(cluster)
         if cluster.target.done:
             self.queue(cluster)
 
@@ -476,12 +613,10 @@ class ClusterManager:
         if missing > WORKERS_PER_PASS:
             missing = WORKERS_PER_PASS
             self.queue(cluster)
-        new = []
         for _ in range(max(0, missing)):
-            w = Worker(name=uuid.uuid4().hex, cluster_name=cluster.name, start_time=now_ms())
+            w = Worker(name=uuid.uuid4().hex, cluster_name=cluster.name, start_time=self._now_ms())
             cluster.workers[w.name] = w
             self.store.add_worker(w)
-            new.append(w)
         to_start = [
             w
             for w in cluster.workers.values()
@@ -498,7 +633,7 @@ class ClusterManager:
             self.store.prune_workers(cluster.name, keep)
 
     async def _bounded(self, coros):
-        sem = asyncio.Semaphore(self.app.parallelism)
+        sem = asyncio.Semaphore(self.parallelism)
 
         async def run(c):
             async with sem:
@@ -507,15 +642,16 @@ class ClusterManager:
         await asyncio.gather(*(run(c) for c in coros))
 
     async def _start_worker(self, cluster, worker):
-        env = self.app.worker_env(cluster)
         try:
-            worker.state = await self.backend.start_worker(cluster, worker, env)
+            worker.state = await self.backend.start_worker(
+                cluster, worker, self.worker_env(cluster)
+            )
             worker.status = JobStatus.SUBMITTED
-            worker.start_time = now_ms()
+            worker.start_time = self._now_ms()
         except Exception as exc:
             worker.status = worker.target = JobStatus.FAILED
             worker.reason = f"Worker failed to start: {getattr(exc, 'message', exc)}"
-            worker.stop_time = now_ms()
+            worker.stop_time = self._now_ms()
             self.log.warning("Cluster %s: %s", cluster.name, worker.reason)
             self._count_worker_failure(cluster, worker.reason)
         self.store.update_worker(worker)
@@ -525,7 +661,7 @@ class ClusterManager:
     def _count_worker_failure(self, cluster, reason):
         n = self._worker_failures.get(cluster.name, 0) + 1
         self._worker_failures[cluster.name] = n
-        if n >= self.app.worker_start_failure_limit:
+        if n >= self.worker_start_failure_limit:
             self._fail(cluster, f"{n} workers in a row failed to start; last: {reason}")
         else:
             self.queue(cluster)
@@ -538,7 +674,7 @@ class ClusterManager:
                 "Cluster %s: stopping worker %s failed", cluster.name, worker.name, exc_info=True
             )
         worker.status = worker.target
-        worker.stop_time = now_ms()
+        worker.stop_time = self._now_ms()
         self.store.update_worker(worker)
 
     async def _stop_everything(self, cluster):
@@ -548,14 +684,15 @@ class ClusterManager:
             if not w.target.done:
                 w.target = JobStatus.STOPPED
         await self._bounded(self._stop_worker(cluster, w) for w in live)
-        try:
-            await self.backend.stop_cluster(cluster)
-        except Exception:
-            self.log.warning("Stopping cluster %s failed", cluster.name, exc_info=True)
+        # A failure here is retried (``_pass_failed``): the scheduler may still run.
+        await self.backend.stop_cluster(cluster)
+        self._finish_stop(cluster)
+
+    def _finish_stop(self, cluster):
         cluster.status = cluster.target
-        cluster.stop_time = now_ms()
+        cluster.stop_time = self._now_ms()
         cluster.count = 0
-        self.store.update_cluster(cluster)
+        self._save(cluster)
         self._event(cluster).set()
         self._worker_failures.pop(cluster.name, None)
         self.log.info(
@@ -576,44 +713,31 @@ class ClusterManager:
                 self.log.exception("Periodic task %s failed", fn.__name__)
 
     async def check_timeouts(self):
-        app = self.app
-        now = time.time()
+        now = self.clock()
         pending, running = [], []
         for c in list(self.clusters.values()):
             if c.target.done or c.status.done:
                 continue
             if c.status in (JobStatus.CREATED, JobStatus.SUBMITTED):
-                if now - c.start_time / 1000 > app.cluster_start_timeout:
-                    tail = self._log_tail(c)
+                if now - c.start_time / 1000 > self.cluster_start_timeout:
+                    tail = tail_summary(await self.backend.log_tail(c, lines=5))
                     self._fail(
                         c,
-                        f"Cluster did not start within {app.cluster_start_timeout:g} s"
+                        f"Cluster did not start within {self.cluster_start_timeout:g} s"
                         + (f"; scheduler log: {tail}" if tail else ""),
                     )
                     continue
                 if c.status == JobStatus.SUBMITTED:
                     pending.append(c)
             elif c.status == JobStatus.RUNNING:
-                if now - c.last_heartbeat > app.cluster_heartbeat_timeout:
+                if now - c.last_heartbeat > self.cluster_heartbeat_timeout:
                     self._fail(
                         c,
-                        f"No heartbeat from the scheduler for {app.cluster_heartbeat_timeout:g} s",
+                        f"No heartbeat from the scheduler for {self.cluster_heartbeat_timeout:g} s",
                     )
                     continue
                 running.append(c)
-                for w in c.workers.values():
-                    if (
-                        w.status == JobStatus.SUBMITTED
-                        and not w.target.done
-                        and now - w.start_time / 1000 > app.worker_start_timeout
-                    ):
-                        self._set_worker_target(
-                            c,
-                            w,
-                            JobStatus.FAILED,
-                            f"Worker did not start within {app.worker_start_timeout:g} s",
-                        )
-                        self._count_worker_failure(c, w.reason)
+                self._check_worker_start_timeouts(c, now)
         checked = pending + running
         if checked:
             for c, (alive, reason) in zip(
@@ -622,37 +746,53 @@ class ClusterManager:
                 if not alive and not c.target.done:
                     self._fail(c, reason or "Scheduler is gone")
         for c in running:
-            if c.target.done:
-                continue
-            live = [
-                w
-                for w in c.workers.values()
-                if w.status in (JobStatus.SUBMITTED, JobStatus.RUNNING) and not w.target.done
-            ]
-            if not live:
-                continue
-            for w, (alive, reason) in zip(
-                live, await self.backend.check_workers(c, live), strict=True
-            ):
-                if not alive and not w.target.done:
-                    self._set_worker_target(c, w, JobStatus.FAILED, reason or "Worker is gone")
-                    if w.status == JobStatus.SUBMITTED:
-                        self._count_worker_failure(c, w.reason)
+            if not c.target.done:
+                await self._check_workers_alive(c)
 
-    def _log_tail(self, cluster) -> str:
-        getter = getattr(self.backend, "_last_log_lines", None)
-        return getter(cluster.state) if getter else ""
+    def _check_worker_start_timeouts(self, cluster: Cluster, now: float) -> None:
+        for w in cluster.workers.values():
+            if (
+                w.status == JobStatus.SUBMITTED
+                and not w.target.done
+                and now - w.start_time / 1000 > self.worker_start_timeout
+            ):
+                self._set_worker_target(
+                    cluster,
+                    w,
+                    JobStatus.FAILED,
+                    f"Worker did not start within {self.worker_start_timeout:g} s",
+                )
+                self._count_worker_failure(cluster, w.reason)
+
+    async def _check_workers_alive(self, cluster: Cluster) -> None:
+        live = [
+            w
+            for w in cluster.workers.values()
+            if w.status in (JobStatus.SUBMITTED, JobStatus.RUNNING) and not w.target.done
+        ]
+        if not live:
+            return
+        for w, (alive, reason) in zip(
+            live, await self.backend.check_workers(cluster, live), strict=True
+        ):
+            if not alive and not w.target.done:
+                self._set_worker_target(cluster, w, JobStatus.FAILED, reason or "Worker is gone")
+                if w.status == JobStatus.SUBMITTED:
+                    self._count_worker_failure(cluster, w.reason)
 
     async def prune(self):
-        names = self.store.prune(self.app.db_cluster_max_age)
-        for name in names:
+        for name in self.store.prune(self.db_cluster_max_age):
             self.clusters.pop(name, None)
-            Cluster.listings_changed()
             self._ready.pop(name, None)
-            self._locks.pop(name, None)
+        self.listings.changed()
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def parse_groups(value) -> list[str]:
+    """The groups of ``shared_groups`` (a comma-separated string or a list), sorted."""
     if isinstance(value, str):
         items = value.split(",")
     elif isinstance(value, (list, tuple)):
@@ -664,7 +804,3 @@ def parse_groups(value) -> list[str]:
         if len(g) > 255:
             raise InvalidOptions("Group names are at most 255 characters")
     return groups
-
-
-def describe_resources(cores: float, memory: int) -> str:
-    return f"{cores:g} cores, {format_bytes(memory)}"

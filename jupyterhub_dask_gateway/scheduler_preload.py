@@ -113,7 +113,10 @@ class GatewaySchedulerPlugin(SchedulerPlugin):
         self.heartbeat_period = heartbeat_period
         self.adaptive_period = adaptive_period
         self.idle_timeout = idle_timeout
+        # The target worker count; the gateway owns it and says so in each heartbeat's
+        # reply, with the ceiling adaptive scaling must stay under (quota, limits).
         self.count = 0
+        self.max_workers: int | None = None
         self.adaptive: dict | None = None
         self._scale_down_window: list[int] = []
         self.closing: set[str] = set()
@@ -258,7 +261,11 @@ class GatewaySchedulerPlugin(SchedulerPlugin):
             body=json.dumps(body),
             request_timeout=10,
         )
-        await self._http.fetch(req)
+        resp = await self._http.fetch(req)
+        # The gateway has recorded these departures: reporting them again would only
+        # grow every later heartbeat (a long adaptive run sees thousands of workers go).
+        self.closed.difference_update(body["closed_workers"])
+        self.apply_reply(resp.body)
         # Retire only after the gateway knows these workers are leaving on purpose.
         to_retire = [
             a for a, n in self._names.items() if n in self.closing and a in self.scheduler.workers
@@ -272,6 +279,21 @@ class GatewaySchedulerPlugin(SchedulerPlugin):
                     stimulus_id="gateway-scale-down",
                 )
             )
+
+    def apply_reply(self, body: bytes) -> None:
+        """The gateway's answer to a heartbeat: its target count and the ceiling."""
+        try:
+            reply = json.loads(body) if body else {}
+        except ValueError:
+            return
+        if not isinstance(reply, dict):
+            return
+        ceiling = reply.get("max_workers")
+        if ceiling is None or (isinstance(ceiling, int) and ceiling >= 0):
+            self.max_workers = ceiling
+        count = reply.get("count")
+        if isinstance(count, int) and not isinstance(count, bool) and count != self.count:
+            self._set_count(count)
 
     async def _heartbeat_loop(self):
         delay = 0.0
@@ -297,6 +319,9 @@ class GatewaySchedulerPlugin(SchedulerPlugin):
         if not self.adaptive:
             return
         lo, hi = self.adaptive["minimum"], self.adaptive["maximum"]
+        if self.max_workers is not None:
+            hi = min(hi, self.max_workers)
+            lo = min(lo, hi)
         target = self.scheduler.adaptive_target()
         target = max(lo, min(hi, target))
         self._scale_down_window = (self._scale_down_window + [target])[-3:]

@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import inspect
 import re
 import time
 
@@ -39,7 +40,23 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-CLUSTER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,127}$")
+def require_coroutines(cls: type, base: type, names) -> None:
+    """Raise ``TypeError`` unless ``cls`` overrides each of ``base``'s ``names`` with a
+    coroutine function: a plugin contract checked when a subclass is defined.
+
+    A class that sets ``_abstract = True`` in its own body (a base for other plugins)
+    is exempt; its subclasses are checked.
+    """
+    if cls.__dict__.get("_abstract", False):
+        return
+    missing = [
+        name
+        for name in names
+        if getattr(cls, name) is getattr(base, name)
+        or not inspect.iscoroutinefunction(getattr(cls, name))
+    ]
+    if missing:
+        raise TypeError(f"{cls.__name__} must define async {', '.join(missing)}")
 
 
 # The dashboard proxy proves itself to a scheduler's HTTP server (dashboard and HTTP

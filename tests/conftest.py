@@ -112,6 +112,12 @@ class GatewayProcess:
         wait_for(ready, timeout, what="the gateway to listen")
         return self
 
+    def api_json(self, path: str, user="alice", password=PASSWORD):
+        """``GET api/v1/<path>`` as ``user`` (Basic auth), decoded."""
+        resp = requests.get(f"{self.address}/api/v1/{path}", auth=(user, password), timeout=30)
+        resp.raise_for_status()
+        return resp.json()
+
     def kill(self, sig=signal.SIGKILL):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)

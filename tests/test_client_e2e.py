@@ -173,3 +173,50 @@ def test_start_failure_reason_reaches_the_client(make_gateway):
         with pytest.raises(GatewayClusterError, match="failed to start: Scheduler failed"):
             gateway.connect(name)
         assert gateway.get_cluster(name).status.name == "FAILED"
+
+
+def test_idle_timeout_stops_an_unused_cluster(make_gateway):
+    """``ClusterConfig.idle_timeout``: the scheduler stops itself through the gateway."""
+    gw = make_gateway("c.ClusterConfig.idle_timeout = 2\n")
+    with gw.gateway() as gateway:
+        name = gateway.submit()
+        assert gateway.connect(name).status == "running"
+        wait_for(
+            lambda: gateway.get_cluster(name).status.name == "STOPPED",
+            timeout=60,
+            what="the idle cluster to stop itself",
+        )
+        details = gw.api_json(f"cluster-details/{name}")
+        assert details["reason"] == "idle timeout"
+
+
+def test_adaptive_scaling_stays_under_a_quota_that_shrinks(make_gateway):
+    """The heartbeat's reply carries the ceiling: when the owner's other cluster takes
+    quota, an adaptive cluster under load grows only to what is left."""
+    gw = make_gateway("c.DaskGateway.user_max_cores = 5\nc.ClusterConfig.adaptive_period = 0.5\n")
+    with gw.gateway() as gateway, gateway.new_cluster() as busy:
+        busy.adapt(minimum=0, maximum=4)  # 1 + 4 cores: the whole quota, for now
+        with gateway.new_cluster():  # its scheduler takes a core: 3 workers are left
+            with busy.get_client(set_as_default=False) as client:
+                import time
+
+                futures = client.map(time.sleep, [0.5] * 400, pure=False)
+
+                def n_workers():
+                    return len(client.scheduler_info()["workers"])
+
+                wait_for(lambda: n_workers() == 3, timeout=90, what="3 workers under load")
+                assert gw.api_json(f"cluster-details/{busy.name}")["target_workers"] == 3
+
+                def preload_view(dask_scheduler):
+                    plugin = dask_scheduler.plugins["jupyterhub-dask-gateway"]
+                    return plugin.count, plugin.max_workers
+
+                # The scheduler itself knows the ceiling: adaptive wants more, yet several
+                # adapt periods later it still asks for 3 (the gateway's count).
+                wait_for(lambda: client.run_on_scheduler(preload_view) == (3, 3), timeout=30)
+                client.gather(futures[:40])
+                assert client.run_on_scheduler(preload_view) == (3, 3)
+                assert n_workers() == 3
+                assert gw.api_json(f"cluster-details/{busy.name}")["target_workers"] == 3
+                client.cancel(futures)

@@ -17,9 +17,8 @@ def test_public_status_mapping():
 
 
 def make(**kw):
-    return Cluster(
-        name="n", username="alice", token="t", tls_cert="C", tls_key="K", start_time=1, **kw
-    )
+    fields = {"name": "n", "username": "alice", "token": "t", "tls_cert": "C", "tls_key": "K"}
+    return Cluster(start_time=1, **{**fields, **kw})
 
 
 def test_wire_model_is_accepted_by_the_real_client():
@@ -40,28 +39,33 @@ def test_permissions():
     assert not User("eve", frozenset({"other"})).may_view(c)
 
 
-def test_listing_entry_follows_every_listed_field():
-    """The cached listing JSON (and the listing generation) change with each field it shows."""
+def test_listing_cache_reuses_answers_until_a_cluster_changes():
     import json
 
+    from jupyterhub_dask_gateway.listing import ListingCache
+
+    cache = ListingCache()
+    c, other = make(), make(name="m", username="bob", shared_groups=["team"])
+    alice, member = User("alice"), User("carol", frozenset({"team"}))
+    body = cache.answer([c, other], alice, None, "/p")
+    assert json.loads(body)["n"]["status"] == "PENDING" and "m" not in json.loads(body)
+    assert cache.answer([c, other], alice, None, "/p") is body  # reused
+    assert set(json.loads(cache.answer([c, other], member, None, "/p"))) == {"m"}
+    c.status, c.dashboard_address = JobStatus.RUNNING, "http://d"
+    assert cache.answer([c, other], alice, None, "/p") is body  # nobody said it changed
+    cache.changed(c)
+    model = json.loads(cache.answer([c, other], alice, None, "/p"))["n"]
+    assert model["status"] == "RUNNING" and model["tls_key"] == "K"
+    assert model["dashboard_route"] == "/p/clusters/n/status"
+    # A status filter and a prefix are answers of their own.
+    assert json.loads(cache.answer([c], alice, {ClusterStatus.STOPPED}, "/p")) == {}
+    assert json.loads(cache.answer([c], alice, None, ""))["n"]["dashboard_route"].startswith("/c")
+
+
+def test_admins_list_only_their_own_unless_they_ask_for_all():
+    from jupyterhub_dask_gateway.listing import listed
+
     c = make()
-    entry = c.listing_entry("/p")
-    assert json.loads(b"{" + entry + b"}")["n"]["status"] == "PENDING"
-    assert c.listing_entry("/p") is entry  # cached
-    changes = [
-        ("status", JobStatus.RUNNING, lambda m: m["status"] == "RUNNING" and m["tls_key"] == "K"),
-        ("dashboard_address", "http://d", lambda m: m["dashboard_route"] == "/p/clusters/n/status"),
-        ("target", JobStatus.STOPPED, lambda m: m["status"] == "STOPPING"),
-        ("stop_time", 5, lambda m: m["stop_time"] == 5),
-    ]
-    for field, value, check in changes:
-        generation = Cluster.listing_generation
-        setattr(c, field, value)
-        assert Cluster.listing_generation > generation, field
-        assert check(json.loads(b"{" + c.listing_entry("/p") + b"}")["n"]), field
-    generation = Cluster.listing_generation
-    c.shared_groups = ["team"]  # changes who sees it, not its JSON
-    assert Cluster.listing_generation > generation
-    generation = Cluster.listing_generation
-    c.last_heartbeat = 123.0  # not listed: the cache stays valid
-    assert Cluster.listing_generation == generation
+    admin = User("root", admin=True)
+    assert admin.may_view(c) and not listed(c, admin, None)
+    assert listed(c, admin, None, everyone=True)

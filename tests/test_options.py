@@ -97,3 +97,12 @@ def test_bad_declarations_fail_early():
         Options(Integer("a", 1), Integer("a", 2))
     with pytest.raises(ValueError):
         Select("size", [])
+
+
+def test_number_bounds_must_be_numbers_the_client_can_use():
+    # The client builds its widgets from the bounds: a float bound on an Integer breaks it.
+    with pytest.raises(TypeError, match="min must be a number"):
+        Integer("n", 2, min=1.0)
+    with pytest.raises(TypeError, match="max must be a number"):
+        Float("x", 1.0, max=True)
+    assert Float("x", 1.0, min=0, max=2.5).spec()["spec"]["max"] == 2.5

@@ -1,17 +1,22 @@
 """The backend contract and the per-cluster configuration.
 
 A backend starts and stops schedulers and workers; nothing else. It never
-decides *when*: the reconciler calls it. Every start returns JSON-serialisable
-state (pids, job ids, directories) that the store keeps, so a restarted gateway
-can stop or re-attach to whatever was started. Readiness is not the backend's
-business either: a scheduler announces itself with its first heartbeat, a worker
-by appearing in a heartbeat.
+decides *when*: the cluster manager (``reconcile.py``) calls it. Every start
+returns JSON-serialisable state (pids, job ids, directories) that the store
+keeps, so a restarted gateway can stop or re-attach to whatever was started.
+Readiness is not the backend's business either: a scheduler announces itself
+with its first heartbeat, a worker by appearing in a heartbeat.
 
-Subclasses must implement these coroutines (checked when the class is defined):
+Every hook the manager calls is declared on ``Backend`` below, with its default.
+Subclasses must implement the four coroutines of the core (checked when the class
+is defined, so an incomplete backend fails at import, not at its first cluster):
 
 ``start_cluster(cluster, env) -> dict``
     Start the scheduler. ``env`` holds the variables the scheduler preload needs.
-    Return as soon as it is launched (state), not when it is ready.
+    Return as soon as it is launched (state), not when it is ready. If it raises,
+    nothing it started may be left running: the manager retries it with backoff
+    (a ``GatewayError`` below 500, such as ``InvalidOptions``, fails the cluster at
+    once) and fails the cluster with the last error after ``retry_limit`` attempts.
 ``stop_cluster(cluster) -> None``
     Stop the scheduler and anything else started for the cluster. Idempotent,
     works from ``cluster.state`` alone.
@@ -20,22 +25,25 @@ Subclasses must implement these coroutines (checked when the class is defined):
 ``stop_worker(cluster, worker) -> None``
     Idempotent, from ``worker.state`` alone.
 
-Optional: ``setup()``/``cleanup()`` for the backend's lifetime, ``check_owner(username)``
-to refuse users it cannot run clusters for, ``handoff_target(cluster)`` for
-schedulers that take client sockets from the proxy,
-``check_clusters(clusters)``/``check_workers(cluster, workers)`` returning one
-``(alive, reason)`` per item for periodic liveness checks.
+The rest have defaults: ``setup()``/``cleanup()`` for the backend's lifetime;
+``check_owner(username)`` to refuse users it cannot run clusters for;
+``check_clusters``/``check_workers`` for liveness; ``log_tail`` for what the
+processes printed; ``confirm_address`` for where its schedulers really listen
+(the address checks of the first heartbeat); ``handoff_target`` for schedulers
+that take client sockets from the proxy; ``get_cluster_options`` and
+``make_cluster_config`` for the options users may set. docs/design.md ("Adding a
+backend") walks through writing one.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 from importlib.metadata import entry_points
 
 from traitlets import (
     Any,
-    Bool,
     Callable,
     Dict,
     Float,
@@ -60,7 +68,7 @@ from ..addresses import (
 )
 from ..errors import InvalidOptions
 from ..options import Options
-from ..utils import parse_memory
+from ..utils import parse_memory, require_coroutines
 
 
 class MemoryLimit(Integer):
@@ -171,15 +179,9 @@ class Backend(LoggingConfigurable):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        missing = [
-            m
-            for m in _CONTRACT
-            if getattr(cls, m) is getattr(Backend, m, None)
-            or not inspect.iscoroutinefunction(getattr(cls, m))
-        ]
-        if missing and not cls.__dict__.get("_abstract", False):
-            raise TypeError(f"{cls.__name__} must define async {', '.join(missing)}")
+        require_coroutines(cls, Backend, _CONTRACT)
 
+    #: A base for other backends, exempt from the definition-time check (not inherited).
     _abstract = True
 
     cluster_options = Union(
@@ -196,9 +198,15 @@ class Backend(LoggingConfigurable):
         ClusterConfig, klass=ClusterConfig, help="The ClusterConfig subclass this backend uses."
     ).tag(config=True)
 
-    supports_restart = Bool(
-        True, help="Whether schedulers and workers outlive the gateway process (read-only)."
+    gateway_state_dir = Unicode(
+        help="""The gateway's private state directory (``DaskGateway.state_dir``), where a
+        backend keeps what it needs across restarts. Set by the gateway when it creates
+        the backend; the current directory otherwise (a backend made on its own)."""
     )
+
+    @default("gateway_state_dir")
+    def _default_gateway_state_dir(self):
+        return os.getcwd()
 
     async def get_cluster_options(self, user) -> Options:
         opts = self.cluster_options
@@ -390,10 +398,28 @@ class Backend(LoggingConfigurable):
         """Called once when the gateway stops (clusters keep running)."""
 
     async def check_clusters(self, clusters) -> list[tuple[bool, str]]:
+        """One ``(alive, reason)`` per cluster whose scheduler was started (periodic).
+
+        ``alive=False`` fails the cluster with ``reason`` (the default sees nothing die:
+        only the heartbeat timeout notices a lost scheduler).
+        """
         return [(True, "")] * len(clusters)
 
     async def check_workers(self, cluster, workers) -> list[tuple[bool, str]]:
+        """One ``(alive, reason)`` per started worker of a running cluster (periodic);
+        a dead worker is replaced while the cluster wants it."""
         return [(True, "")] * len(workers)
+
+    async def log_tail(self, cluster, worker=None, lines: int = 50) -> str:
+        """The last ``lines`` lines a cluster's scheduler (``worker=None``) or one worker
+        printed, as text; "" when there is nothing to show.
+
+        The processes run their owner's code: a backend reads what they wrote as
+        something hostile (no links followed, bounded size). The manager quotes the
+        last lines in the reason of a cluster that did not start; a backend may
+        return why the scheduler is not running yet instead (a job still queued).
+        """
+        return ""
 
     async def start_cluster(self, cluster, env: dict) -> dict:
         raise NotImplementedError
@@ -408,8 +434,25 @@ class Backend(LoggingConfigurable):
         raise NotImplementedError
 
 
+def tail_summary(text: str, lines: int = 5) -> str:
+    """A log tail on one line, for a reason: the last non-empty ``lines``, " | "-joined."""
+    kept = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+    return " | ".join(kept[-lines:])
+
+
+# The dask-gateway-server backends admins migrate from, and ours that do the same job.
+DASK_GATEWAY_NAMES = {
+    "dask_gateway_server.backends.local.LocalBackend": "local",
+    "dask_gateway_server.backends.local.UnsafeLocalBackend": "local",
+    "dask_gateway_server.backends.jobqueue.slurm.SlurmBackend": "slurm",
+    "dask_gateway_server.backends.jobqueue.pbs.PBSBackend": "pbs",
+}
+
+
 def load_backend_class(name: str) -> type[Backend]:
-    """Resolve a short entry-point name (``local``, ``slurm``) or an import string."""
+    """An entry-point name (``local``, ``slurm``, ``pbs``), a dask-gateway-server
+    class name, or an import string."""
+    name = DASK_GATEWAY_NAMES.get(name, name)
     for ep in entry_points(group="jupyterhub_dask_gateway.backends"):
         if ep.name == name:
             return ep.load()
@@ -418,4 +461,7 @@ def load_backend_class(name: str) -> type[Backend]:
         "slurm": "jupyterhub_dask_gateway.backends.slurm.SlurmBackend",
         "pbs": "jupyterhub_dask_gateway.backends.pbs.PBSBackend",
     }
-    return import_item(builtin.get(name, name))
+    cls = import_item(builtin.get(name, name))
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise TypeError(f"backend_class {name!r} is not a Backend")
+    return cls

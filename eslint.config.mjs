@@ -9,7 +9,7 @@ export default tseslint.config(
     ignores: [
       'node_modules',
       'labextension/lib',
-      'jupyter_server_ext',
+      'jupyterhub_dask_gateway/server_extension/labextension',
       'coverage',
       '**/*.d.ts'
     ]

@@ -25,9 +25,9 @@ module.exports = {
   // plain output: the shared config's junit and GitHub reporters only make files here
   reporters: ['default'],
   testRegex: 'labextension/src/__tests__/.*\\.spec\\.tsx?$',
-  // the built copy of package.json under jupyter_server_ext/ confuses jest-haste-map
+  // the built copy of package.json under server_extension/labextension/ confuses jest-haste-map
   modulePathIgnorePatterns: [
-    '<rootDir>/jupyter_server_ext/',
+    '<rootDir>/jupyterhub_dask_gateway/server_extension/labextension/',
     '<rootDir>/labextension/lib/'
   ],
   transformIgnorePatterns: [`/node_modules/(?!${esModules}).+`]

@@ -1,9 +1,10 @@
 """System accounts that users' processes run as.
 
 Owns the mapping from a gateway user name to a local account (``pwd``/``grp``),
-the credentials a process needs to become that account, and the checks that a
-path is reachable by other accounts. It starts no process: the backends do
-(``backends/local.py`` through ``backends/warm.py``, the job-queue backends
+the credentials and the clean environment a process needs to become that
+account, the checks that a path is reachable by other accounts, and reading, as
+root, the tail of a log such a process wrote. It starts no process: the backends
+do (``backends/local.py`` through ``backends/warm.py``, the job-queue backends
 through their submit wrapper).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import pwd
 import stat
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .errors import Conflict
@@ -46,6 +48,37 @@ class Account:
             "LOGNAME": self.name,
             "SHELL": self.shell or "/bin/sh",
         }
+
+
+def clean_environment(
+    inherited: Iterable[str] = (),
+    *,
+    account: Account | None = None,
+    defaults: Mapping | None = None,
+    cluster: Mapping | None = None,
+    manager: Mapping | None = None,
+    tls: Mapping | None = None,
+) -> dict:
+    """The environment of a process started for a user's cluster, merged in this order
+    (a later layer wins):
+
+    1. ``inherited``: the names of the gateway's own variables passed on (an allow-list:
+       nothing else of the gateway's environment, such as its Hub token, ever reaches
+       a process a user will own);
+    2. ``account``'s login variables (``HOME``, ``USER``, ``LOGNAME``, ``SHELL``);
+    3. ``defaults``: the backend's own (e.g. ``DASK_TEMPORARY_DIRECTORY``), which the
+       cluster's configuration may override;
+    4. ``cluster``: the cluster configuration's ``environment``;
+    5. ``manager``: what the cluster manager passes (the scheduler preload's variables);
+    6. ``tls``: where the cluster's key pair is, last, so nothing points a process at
+       another.
+    """
+    env = {name: os.environ[name] for name in inherited if name in os.environ}
+    if account is not None:
+        env.update(account.environment())
+    for layer in (defaults, cluster, manager, tls):
+        env.update(layer or {})
+    return env
 
 
 def lookup_account(name: str, username: str | None = None) -> Account:
@@ -105,16 +138,29 @@ def blocked_for_others(path: str, need_read: bool = False) -> str | None:
     return None
 
 
-def read_tail_as_root(directory: str, relative: str, owner: int | None, limit: int = 8192) -> str:
+def read_tail_as_root(
+    directory: str,
+    relative: str,
+    owner: int | None,
+    limit: int = 8192,
+    lines: int | None = None,
+) -> str:
     """The last ``limit`` bytes of ``directory/relative``, read without trusting the user.
 
     ``directory`` is a user-owned directory whose own entry the user cannot replace
     (it sits in a directory of the gateway's). Every component below it is opened
     relative to its parent with ``O_NOFOLLOW`` (a planted link fails), the file
     must be a regular file owned by ``owner`` (a hard link to someone else's file
-    fails) and is opened non-blocking (a FIFO cannot hang the gateway). Returns ""
-    when any check fails.
+    fails; None, for a directory of the gateway's own, takes any owner) and is opened
+    non-blocking (a FIFO cannot hang the gateway). Returns "" when any check fails.
+
+    With ``lines``: only the last ``lines`` whole lines of what was read (newline-joined,
+    trailing blank lines dropped), reading up to 256 bytes a line (at most 1 MiB).
     """
+    if lines is not None:
+        if lines <= 0:
+            return ""
+        limit = min(max(limit, 256 * lines), 2**20)
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     fds = []
     try:
@@ -127,10 +173,19 @@ def read_tail_as_root(directory: str, relative: str, owner: int | None, limit: i
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or (owner is not None and info.st_uid != owner):
             return ""
-        os.lseek(fd, max(0, info.st_size - limit), os.SEEK_SET)
-        return os.read(fd, limit).decode("utf-8", "replace")
+        start = max(0, info.st_size - limit)
+        os.lseek(fd, start, os.SEEK_SET)
+        text = os.read(fd, limit).decode("utf-8", "replace")
     except OSError:
         return ""
     finally:
         for fd in fds:
             os.close(fd)
+    if lines is None:
+        return text
+    found = text.splitlines()
+    if start and len(found) > 1:
+        del found[0]  # it began mid-line
+    while found and not found[-1].strip():
+        found.pop()
+    return "\n".join(found[-lines:])

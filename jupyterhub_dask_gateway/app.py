@@ -32,6 +32,7 @@ from .auth import BasicAuthenticator, JupyterHubAuthenticator, load_authenticato
 from .backends.base import Backend, ClusterConfig, MemoryLimit, load_backend_class
 from .backends.local import LocalBackend
 from .errors import StartupError
+from .files import write_private
 from .handlers import default_handlers
 from .proxy.handoff import HandoffReceiver
 from .quotas import Quotas
@@ -84,9 +85,8 @@ def _read_or_create_secret(path: str) -> str:
     except FileNotFoundError:
         pass
     value = secrets.token_hex(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value)
+    # Durable: an adopted proxy keeps the token it started with across a crash of ours.
+    write_private(path, value, replace=True, durable=True)
     return value
 
 
@@ -499,7 +499,9 @@ class DaskGateway(Application):
             return
         host, port = _split_hostport(self.address, "address")
         log_path = os.path.join(self.state_dir, "proxy.log")
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(
+            log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
         env = {**os.environ, "JHDG_PROXY_TOKEN": self.proxy_token}
         try:
             proc = await asyncio.create_subprocess_exec(

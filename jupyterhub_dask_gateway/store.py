@@ -11,7 +11,6 @@ state directory. Stopped clusters are pruned after a configurable age.
 from __future__ import annotations
 
 import json
-import os
 import time
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -33,6 +32,7 @@ from sqlalchemy import (
     update,
 )
 
+from .files import write_private
 from .models import Cluster, JobStatus, Worker
 
 metadata = MetaData()
@@ -92,9 +92,9 @@ def load_or_create_key_file(path: str) -> list[bytes]:
     except FileNotFoundError:
         pass
     key = Fernet.generate_key()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key + b"\n")
+    # exclusive: two gateways starting at once cannot each write a key; durable: a
+    # crash must not keep the database's secrets and lose the key to them
+    write_private(path, key + b"\n", exclusive=True, durable=True)
     return [key]
 
 

@@ -3,7 +3,8 @@
 Each cluster gets a fresh key and a self-signed certificate that acts as its own
 CA, the scheduler's server certificate, the workers' certificate and the owning
 user's client certificate (the dask-gateway client requires exactly this;
-PROTOCOL.md §3.2). The gateway never decrypts scheduler traffic.
+docs/protocol.md, "The cluster certificate"). The gateway never decrypts scheduler
+traffic.
 
 The key is ECDSA P-256 by default; the reference server uses RSA-2048, which
 ``DaskGateway.tls_key_type = "rsa-2048"`` restores. The client does not care (it

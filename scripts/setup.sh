@@ -57,7 +57,7 @@ readable_by_all() {
 }
 
 # The panel is built once with the venv's jlpm (from jupyterlab); wheels then carry it.
-if [ ! -f jupyter_server_ext/labextension/static/style.js ]; then
+if [ ! -f jupyterhub_dask_gateway/server_extension/labextension/static/style.js ]; then
   [ -x "$VENV/bin/jlpm" ] || "$PY" -m pip install -q --disable-pip-version-check "jupyterlab>=4.2,<5"
   say "jlpm install && jlpm build:prod (the JupyterLab panel)"
   "$VENV/bin/jlpm" install --immutable >/dev/null

@@ -1,4 +1,4 @@
-"""Plain test helpers: free ports, polling with a deadline, finding and killing processes.
+"""Plain test helpers: free ports, polling with a deadline, processes, the test accounts.
 
 A regular module rather than part of ``conftest.py``: ``tests/`` and ``tests/ui/`` both have
 a ``conftest.py``, and ``from conftest import ...`` finds whichever pytest loaded last.
@@ -6,7 +6,10 @@ a ``conftest.py``, and ``from conftest import ...`` finds whichever pytest loade
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pwd
+import signal
 import socket
 import stat
 import subprocess
@@ -52,6 +55,14 @@ def open_to_accounts(path: Path) -> Path:
             p.chmod(mode | stat.S_IXGRP | stat.S_IXOTH)
         p = p.parent
     return Path(path)
+
+
+def give_to(name: str, *paths: Path) -> None:
+    """Make each of ``paths``, and everything below it, belong to the account ``name``."""
+    account = pwd.getpwnam(name)
+    for top in paths:
+        for path in [Path(top), *Path(top).rglob("*")]:
+            os.lchown(path, account.pw_uid, account.pw_gid)
 
 
 def processes_of(accounts) -> list[psutil.Process]:
@@ -112,6 +123,33 @@ def processes_under(directory: str) -> list[psutil.Process]:
         if cwd.startswith(directory) or directory in cmd:
             found.append(p)
     return found
+
+
+def start_logged(args, log_path: Path, **popen_kwargs) -> subprocess.Popen:
+    """Start ``args`` in a session of its own, its output appended to ``log_path``.
+
+    The session lets ``terminate`` kill it with whatever it started in it.
+    """
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **popen_kwargs
+        )
+
+
+def terminate(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM ``proc`` and wait ``timeout`` seconds for it, then SIGKILL its session.
+
+    For a process from ``start_logged``; a no-op if it has already exited.
+    """
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):  # the session ended meanwhile
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
 
 def kill_all(procs):

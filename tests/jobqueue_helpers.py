@@ -1,5 +1,6 @@
 """Helpers shared by the Slurm and PBS backend unit tests."""
 
+from jupyterhub_dask_gateway.backends import load_backend_class
 from jupyterhub_dask_gateway.backends.jobqueue import JobRequest
 
 
@@ -16,3 +17,13 @@ def job_request(config_class, role="worker", **config):
         memory=cfg[f"{role}_memory"],
         config=cfg,
     )
+
+
+def check_registration(short_name, backend_class, config_class):
+    """The short name loads the backend, which uses its own ClusterConfig; every config
+    trait of both (inherited ones too) has help."""
+    assert load_backend_class(short_name) is backend_class
+    assert backend_class().cluster_config_class is config_class
+    for cls in (backend_class, config_class):
+        for name, trait in cls.class_traits(config=True).items():
+            assert trait.help and trait.help.strip(), f"{cls.__name__}.{name} has no help"

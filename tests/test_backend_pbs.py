@@ -11,8 +11,7 @@ import textwrap
 
 import pytest
 
-from jobqueue_helpers import job_request
-from jupyterhub_dask_gateway.backends import load_backend_class
+from jobqueue_helpers import check_registration, job_request
 from jupyterhub_dask_gateway.backends.jobqueue import CommandResult
 from jupyterhub_dask_gateway.backends.pbs import (
     PBSBackend,
@@ -244,15 +243,8 @@ def test_status_command_lines():
     assert b.cancel_args(["1.s", "2.s"]) == ["1.s", "2.s"]
 
 
-def test_short_name_loads_the_pbs_backend():
-    assert load_backend_class("pbs") is PBSBackend
-    assert PBSBackend().cluster_config_class is PBSClusterConfig
-
-
-def test_every_config_trait_has_help():
-    for cls in (PBSBackend, PBSClusterConfig):
-        for name, trait in cls.class_traits(config=True).items():
-            assert trait.help and trait.help.strip(), f"{cls.__name__}.{name} has no help"
+def test_short_name_loads_the_pbs_backend_and_every_trait_has_help():
+    check_registration("pbs", PBSBackend, PBSClusterConfig)
 
 
 # --- parsers ---------------------------------------------------------------------------------
@@ -419,6 +411,11 @@ async def test_pbs_lifecycle(pbs):
     [(alive, reason)] = await pbs.check_workers(cluster, [worker])
     assert not alive
     assert reason == "PBS job 502.pbs01 was killed: it reached its walltime (job_state F)"
+    # the log the job script appends to is the one log_tail reads
+    assert f"exec >>{staging}/worker-w1.log 2>&1" in (d / "qsub.502.script").read_text()
+    with open(os.path.join(staging, "worker-w1.log"), "w") as f:
+        f.write("distributed.worker - INFO - Start worker\nkilled\n")
+    assert await pbs.log_tail(cluster, worker, lines=1) == "killed"
     assert (d / "qstat.calls").read_text().splitlines()[0] == "-x -F json -f 501.pbs01 502.pbs01"
 
     (d / "qdel.err").write_text("qdel: Job has finished 502.pbs01\n")

@@ -15,17 +15,17 @@ import textwrap
 
 import pytest
 
-from jobqueue_helpers import job_request
-from jupyterhub_dask_gateway.backends import load_backend_class
+from jobqueue_helpers import check_registration, job_request
 from jupyterhub_dask_gateway.backends.jobqueue import (
     STAGING_MARKER,
     CommandResult,
     JobInfo,
-    _make_dirs,
+    JobQueueBackend,
     match_job_ids,
     parse_memory_mb,
     render_env_file,
 )
+from jupyterhub_dask_gateway.backends.jobqueue.directories import make_staging_dirs
 from jupyterhub_dask_gateway.backends.slurm import (
     SlurmBackend,
     SlurmClusterConfig,
@@ -33,7 +33,7 @@ from jupyterhub_dask_gateway.backends.slurm import (
     parse_sbatch,
     parse_squeue,
 )
-from jupyterhub_dask_gateway.errors import BackendError
+from jupyterhub_dask_gateway.errors import BackendError, Conflict
 from jupyterhub_dask_gateway.models import Cluster, JobStatus, Worker
 
 # --- stand-in queue commands ---------------------------------------------------------------
@@ -189,15 +189,8 @@ def test_status_and_cancel_command_lines():
     assert b.cancel_args(["12", "13"]) == ["12", "13"]
 
 
-def test_short_name_loads_the_slurm_backend():
-    assert load_backend_class("slurm") is SlurmBackend
-    assert SlurmBackend().cluster_config_class is SlurmClusterConfig
-
-
-def test_every_config_trait_has_help():
-    for cls in (SlurmBackend, SlurmClusterConfig):
-        for name, trait in cls.class_traits(config=True).items():
-            assert trait.help and trait.help.strip(), f"{cls.__name__}.{name} has no help"
+def test_short_name_loads_the_slurm_backend_and_every_trait_has_help():
+    check_registration("slurm", SlurmBackend, SlurmClusterConfig)
 
 
 # --- parsers (outputs copied from Slurm 22.05 on Debian 12) --------------------------------
@@ -561,9 +554,76 @@ async def test_pending_reason_explains_a_start_timeout(backend, fake_slurm):
     c.state = {"job_id": "31", "staging_dir": str(fake_slurm)}
     note = "Slurm job 31 is pending: QOSMaxJobsPerUserLimit"
     assert await backend.check_clusters([c]) == [(True, note)]
-    assert backend._last_log_lines(c.state) == note
+    assert await backend.log_tail(c, lines=5) == note
     (fake_slurm / "scheduler.log").write_text("distributed.scheduler - INFO - hello\n")
-    assert backend._last_log_lines(c.state) == "distributed.scheduler - INFO - hello"
+    assert await backend.log_tail(c, lines=5) == "distributed.scheduler - INFO - hello"
+
+
+async def test_log_tail_of_the_scheduler_and_of_each_worker(backend, tmp_path):
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    c = make_cluster(backend)
+    c.state = {"job_id": "1", "staging_dir": str(staging)}
+    w = Worker(name="w1", cluster_name="c1", state={"job_id": "2", "staging_dir": str(staging)})
+    assert await backend.log_tail(c) == "" and await backend.log_tail(c, w) == ""
+    (staging / "scheduler.log").write_text("".join(f"s{i}\n" for i in range(100)) + "\n\n")
+    (staging / "worker-w1.log").write_text("starting\nconnected\n")
+    assert await backend.log_tail(c, lines=3) == "s97\ns98\ns99"
+    assert len((await backend.log_tail(c)).splitlines()) == 50
+    assert await backend.log_tail(c, w, lines=5) == "starting\nconnected"
+    # a name unfit for a file name reads nothing
+    assert await backend.log_tail(c, Worker(name="../x", cluster_name="c1", state=w.state)) == ""
+
+
+async def test_log_tail_follows_no_link_the_user_planted(backend, tmp_path, accounts):
+    """Multi-user mode: the staging directory is alice's; root reads only her files."""
+    alice = accounts["alice"]
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    os.chown(staging, alice.pw_uid, alice.pw_gid)
+    secret = tmp_path / "root-only"
+    secret.write_text("root secret\n")
+    secret.chmod(0o600)
+    c = make_cluster(backend)
+    c.state = {"job_id": "1", "staging_dir": str(staging), "uid": alice.pw_uid}
+    w = Worker(name="w1", cluster_name="c1", state={**c.state, "job_id": "2"})
+    for name in ("scheduler.log", "worker-w1.log"):
+        (staging / name).symlink_to(secret)
+        os.lchown(staging / name, alice.pw_uid, alice.pw_gid)
+    assert await backend.log_tail(c) == "" and await backend.log_tail(c, w) == ""
+    # a hard link to root's file is not alice's file either
+    (staging / "worker-w1.log").unlink()
+    os.link(secret, staging / "worker-w1.log")
+    assert await backend.log_tail(c, w) == ""
+    # a dead job's reason quotes none of it
+    (staging / "worker-w1.log").unlink()
+    (staging / "worker-w1.log").symlink_to(secret)
+    backend.status_command = write_exe(tmp_path / "squeue", "#!/bin/sh\necho '2 FAILED None'\n")
+    [(alive, reason)] = await backend.check_workers(c, [w])
+    assert not alive and "root secret" not in reason and "Last lines" not in reason
+    # her own regular file is read
+    (staging / "worker-w1.log").unlink()
+    (staging / "worker-w1.log").write_text("her own line\n")
+    os.chown(staging / "worker-w1.log", alice.pw_uid, alice.pw_gid)
+    assert await backend.log_tail(c, w) == "her own line"
+
+
+def test_queue_commands_are_declared_on_the_base():
+    for name, default in (("submit", "sbatch"), ("status", "squeue"), ("cancel", "scancel")):
+        trait = JobQueueBackend.class_traits()[f"{name}_command"]
+        assert trait.metadata.get("config") and trait.help
+        assert getattr(SlurmBackend(), f"{name}_command") == default
+
+
+async def test_multi_user_mode_refuses_users_without_an_account_or_as_root(backend, accounts):
+    await backend.check_owner("root")  # no wrapper: jobs run as the gateway's account
+    backend.submit_wrapper = ["runuser", "-u", "{username}", "--"]
+    await backend.check_owner("alice")
+    with pytest.raises(Conflict, match="no account"):
+        await backend.check_owner("no-such-user-here")
+    backend.user_accounts = {"admin": "root"}
+    with pytest.raises(Conflict, match="never run as root"):
+        await backend.check_owner("admin")
 
 
 def test_default_staging_directory_follows_the_wrapper():
@@ -575,7 +635,7 @@ def test_default_staging_directory_follows_the_wrapper():
 def test_staging_parents_for_jobs_of_another_user(tmp_path, accounts):
     alice = accounts["alice"]
     shared = tmp_path / "shared" / "staging" / "c1"
-    _make_dirs(str(shared), alice)
+    make_staging_dirs(str(shared), alice)
     # parents root creates can be passed through, not listed; the directory is the user's
     assert stat.S_IMODE(os.stat(tmp_path / "shared").st_mode) == 0o711
     assert stat.S_IMODE(os.stat(shared).st_mode) == 0o700
@@ -584,15 +644,15 @@ def test_staging_parents_for_jobs_of_another_user(tmp_path, accounts):
     home = tmp_path / "home"
     home.mkdir()
     os.chown(home, alice.pw_uid, alice.pw_gid)
-    _make_dirs(str(home / ".dask-gateway" / "c2"), alice)
+    make_staging_dirs(str(home / ".dask-gateway" / "c2"), alice)
     assert not (home / ".dask-gateway").exists()
     # a link on the way, or a directory of someone else's, stops root
     (tmp_path / "link").symlink_to(tmp_path / "shared")
     with pytest.raises(OSError):
-        _make_dirs(str(tmp_path / "link" / "c3"), alice)
+        make_staging_dirs(str(tmp_path / "link" / "c3"), alice)
     other = tmp_path / "bobs"
     other.mkdir()
     os.chown(other, accounts["bob"].pw_uid, accounts["bob"].pw_gid)
     with pytest.raises(OSError, match="belongs to uid"):
-        _make_dirs(str(other / "c4"), alice)
+        make_staging_dirs(str(other / "c4"), alice)
     assert not (other / "c4").exists()

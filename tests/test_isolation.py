@@ -364,3 +364,45 @@ def test_a_planted_log_link_never_reaches_the_reason(tmp_path, accounts):
     os.mkfifo(workdir / "logs" / "worker.log")
     os.chown(workdir / "logs" / "worker.log", alice.pw_uid, alice.pw_gid)
     assert read_tail_as_root(str(workdir), "logs/worker.log", alice.pw_uid) == ""
+
+
+async def test_local_log_tails_read_only_the_owners_files(tmp_path, accounts):
+    """``log_tail`` (and the reason of a dead process) for the scheduler and each worker:
+    only regular files of the owner, in a work dir under ``clusters_directory``."""
+    from jupyterhub_dask_gateway.backends.local import LocalBackend
+    from jupyterhub_dask_gateway.models import Cluster, Worker
+
+    alice = accounts["alice"]
+    backend = LocalBackend(gateway_state_dir=str(tmp_path / "state"))
+    assert backend.clusters_directory == str(tmp_path / "state" / "clusters")
+    logs = tmp_path / "state" / "clusters" / "c1" / "logs"
+    logs.mkdir(parents=True)
+    for p in (logs, logs.parent):
+        os.chown(p, alice.pw_uid, alice.pw_gid)
+    secret = tmp_path / "root-only"
+    secret.write_text("root secret\n")
+    secret.chmod(0o600)
+    cluster = Cluster(name="c1", username="alice", token="t", tls_cert="", tls_key="")
+    cluster.state = {"log": str(logs / "scheduler.log"), "uid": alice.pw_uid}
+    worker = Worker(name="w1", cluster_name="c1")
+    worker.state = {"log": str(logs / "worker-w1.log"), "uid": alice.pw_uid}
+    (logs / "scheduler.log").write_text("one\ntwo\n\nthree\n")
+    (logs / "worker-w1.log").symlink_to(secret)
+    for name in ("scheduler.log", "worker-w1.log"):
+        os.lchown(logs / name, alice.pw_uid, alice.pw_gid)
+
+    assert await backend.log_tail(cluster, lines=2) == "\nthree"
+    assert await backend.log_tail(cluster) == "one\ntwo\n\nthree"
+    assert await backend.log_tail(cluster, worker) == ""  # a link: not followed
+    assert await backend.check_clusters([cluster]) == [
+        (False, "Scheduler process exited: one | two | three")
+    ]
+    assert await backend.check_workers(cluster, [worker]) == [(False, "Worker process exited")]
+    (logs / "worker-w1.log").unlink()
+    (logs / "worker-w1.log").write_text("ImportError: no dask\n")
+    assert await backend.log_tail(cluster, worker) == ""  # root's file, not alice's
+    os.chown(logs / "worker-w1.log", alice.pw_uid, alice.pw_gid)
+    assert await backend.log_tail(cluster, worker) == "ImportError: no dask"
+    # a log recorded anywhere but a work dir of clusters_directory is never read
+    worker.state = {"log": str(secret), "uid": 0}
+    assert await backend.log_tail(cluster, worker) == ""

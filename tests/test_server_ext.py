@@ -1,4 +1,4 @@
-"""The Jupyter server extension (``jupyter_server_ext``): kernel environment and the relay.
+"""The Jupyter server extension (``server_extension``): kernel environment and the relay.
 
 The relay runs in a real Jupyter server (pytest-jupyter's ``jp_fetch``). The first tests
 drive it against a real gateway process (the ``gateway`` fixture: CLI, Basic auth, local
@@ -31,9 +31,10 @@ from tornado.httpclient import HTTPClientError
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
-from jupyter_server_ext.app import KERNEL_ENV_KEYS, DaskGatewayExtension
-from jupyter_server_ext.gateway import dashboard_url, panel_cluster
+from jupyterhub_dask_gateway.server_extension.app import KERNEL_ENV_KEYS, DaskGatewayExtension
+from jupyterhub_dask_gateway.server_extension.gateway import dashboard_url, panel_cluster
 
+EXTENSION = "jupyterhub_dask_gateway.server_extension"  # the name Jupyter enables it by
 TOKEN = "hub-token-for-alice"
 KEY = "-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n"
 CERT = "-----BEGIN CERTIFICATE-----\ncert\n-----END CERTIFICATE-----\n"
@@ -265,7 +266,7 @@ def configured(**overrides):
 def jp_server_config(extension_config):
     """pytest-jupyter's server config, with only our extension enabled."""
     return {
-        "ServerApp": {"jpserver_extensions": {"jupyter_server_ext": True}},
+        "ServerApp": {"jpserver_extensions": {EXTENSION: True}},
         "DaskGatewayExtension": extension_config,
     }
 
@@ -408,19 +409,21 @@ def test_real_gateway_going_away_is_502(relay, relay_gateway):
 
 def test_package_metadata_agrees():
     """The lab extension's package.json, the Python package and the config file match."""
-    import jupyter_server_ext
+    from jupyterhub_dask_gateway import server_extension
     from jupyterhub_dask_gateway._version import __version__
 
     repo = Path(__file__).resolve().parents[1]
     package = json.loads((repo / "package.json").read_text())
     assert package["version"] == __version__
-    (paths,) = jupyter_server_ext._jupyter_labextension_paths()
+    (paths,) = server_extension._jupyter_labextension_paths()
     assert package["name"] == paths["dest"] == "jupyterhub-dask-gateway"
-    assert package["jupyterlab"]["outputDir"] == f"jupyter_server_ext/{paths['src']}"
-    config = json.loads((repo / "jupyter_server_ext" / "etc" / "jupyter-config.json").read_text())
-    assert config == {"ServerApp": {"jpserver_extensions": {"jupyter_server_ext": True}}}
-    (point,) = jupyter_server_ext._jupyter_server_extension_points()
-    assert point["module"] == "jupyter_server_ext" and point["app"] is DaskGatewayExtension
+    # the module's folder in this checkout (the module itself may be an installed copy)
+    module_dir = EXTENSION.replace(".", "/")
+    assert package["jupyterlab"]["outputDir"] == f"{module_dir}/{paths['src']}"
+    config = json.loads((repo / module_dir / "etc" / "jupyter-config.json").read_text())
+    assert config == {"ServerApp": {"jpserver_extensions": {EXTENSION: True}}}
+    (point,) = server_extension._jupyter_server_extension_points()
+    assert point["module"] == EXTENSION and point["app"] is DaskGatewayExtension
 
 
 # --- pure helpers -------------------------------------------------------------------------
@@ -570,8 +573,8 @@ def test_server_exports_kernel_env(hub_env, jp_serverapp):
 
 
 def test_extension_loaded(jp_serverapp):
-    assert "jupyter_server_ext" in jp_serverapp.extension_manager.extensions
-    assert jp_serverapp.extension_manager.extensions["jupyter_server_ext"].enabled
+    assert EXTENSION in jp_serverapp.extension_manager.extensions
+    assert jp_serverapp.extension_manager.extensions[EXTENSION].enabled
 
 
 def test_config(relay, fake_gateway):

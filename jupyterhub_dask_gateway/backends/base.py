@@ -61,6 +61,7 @@ from traitlets.utils.importstring import import_item
 from ..addresses import (
     REPORTED,
     in_networks,
+    join_hostport,
     never_routable,
     parse_networks,
     resolve,
@@ -254,7 +255,7 @@ class Backend(LoggingConfigurable):
             "--port",
             "0",
             "--dashboard-address",
-            f"{host}:0",
+            join_hostport(host, 0),
             "--preload",
             "jupyterhub_dask_gateway.scheduler_preload",
         ]
@@ -282,7 +283,7 @@ class Backend(LoggingConfigurable):
             self.listen_host,
             "--no-dashboard",
             "--dashboard-address",
-            f"{self.listen_host}:0",
+            join_hostport(self.listen_host, 0),
         ]
 
     @staticmethod
@@ -437,7 +438,7 @@ class Backend(LoggingConfigurable):
 def tail_summary(text: str, lines: int = 5) -> str:
     """A log tail on one line, for a reason: the last non-empty ``lines``, " | "-joined."""
     kept = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
-    return " | ".join(kept[-lines:])
+    return " | ".join(kept[-lines:]) if lines > 0 else ""
 
 
 # The dask-gateway-server backends admins migrate from, and ours that do the same job.

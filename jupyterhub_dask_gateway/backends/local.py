@@ -30,9 +30,17 @@ import time
 import psutil
 from traitlets import Bool, Float, Integer, List, Unicode, default
 
-from ..accounts import Account, blocked_for_others, lookup_account, read_tail_as_root
+from ..accounts import (
+    Account,
+    blocked_for_others,
+    clean_environment,
+    lookup_account,
+    read_tail_as_root,
+)
+from ..addresses import join_hostport
 from ..errors import BackendError, StartupError
-from .base import Backend
+from ..files import write_private
+from .base import Backend, tail_summary
 
 _LAUNCHER = "jupyterhub_dask_gateway.backends.warm"
 
@@ -100,8 +108,7 @@ class LocalBackend(Backend):
 
     @default("clusters_directory")
     def _default_clusters_directory(self):
-        state_dir = getattr(self.parent, "state_dir", None) or os.getcwd()
-        return os.path.join(state_dir, "clusters")
+        return os.path.join(self.gateway_state_dir, "clusters")
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -126,9 +133,8 @@ class LocalBackend(Backend):
                 "then read each other's clusters and the gateway's secrets)."
             )
         if self.per_user:
-            state_dir = getattr(self.parent, "state_dir", None)
-            parent = os.path.dirname(os.path.abspath(self.clusters_directory))
-            if state_dir and parent == os.path.abspath(state_dir):
+            state_dir = os.path.abspath(self.gateway_state_dir)
+            if os.path.dirname(os.path.abspath(self.clusters_directory)) == state_dir:
                 # The gateway's own state dir: accounts may pass through it to their work
                 # dirs, never list or read it (its files are 0600).
                 os.chmod(state_dir, 0o711)
@@ -209,14 +215,11 @@ class LocalBackend(Backend):
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True,
-            env=self._base_env(),
+            env=clean_environment(self.inherited_environment),
             cwd="/",
         )
 
     # --- process helpers ----------------------------------------------------------------
-    def _base_env(self) -> dict:
-        return {k: os.environ[k] for k in self.inherited_environment if k in os.environ}
-
     def _workdir(self, cluster) -> str:
         return os.path.join(self.clusters_directory, cluster.name)
 
@@ -239,16 +242,10 @@ class LocalBackend(Backend):
         os.mkdir(workdir, 0o700)
         for sub in ("logs", ".certs"):
             os.mkdir(os.path.join(workdir, sub), 0o700)
+        owner = (account.uid, account.gid) if account is not None else None
         for name, data in (("dask.crt", cluster.tls_cert), ("dask.pem", cluster.tls_key)):
-            fd = os.open(
-                os.path.join(workdir, ".certs", name),
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                0o600,
-            )
-            with os.fdopen(fd, "w") as f:
-                if account is not None:
-                    os.fchown(f.fileno(), account.uid, account.gid)
-                f.write(data)
+            path = os.path.join(workdir, ".certs", name)
+            write_private(path, data, exclusive=True, owner=owner)
         if account is not None:
             for sub in ("logs", ".certs", ""):
                 os.lchown(os.path.join(workdir, sub), account.uid, account.gid)
@@ -259,17 +256,16 @@ class LocalBackend(Backend):
         return os.path.join(certs, "dask.crt"), os.path.join(certs, "dask.pem")
 
     def _process_env(self, cluster, env: dict, account: Account | None, role: str, workdir):
-        cert, key = self._tls_paths(workdir)
-        return {
-            **self._base_env(),
-            **(account.environment() if account else {}),
+        return clean_environment(
+            self.inherited_environment,
+            account=account,
             # Spill and scratch space in the cluster's own directory: a shared
             # /tmp/dask-scratch-space would belong to whichever user made it first.
-            "DASK_TEMPORARY_DIRECTORY": workdir,
-            **cluster.config.get("environment", {}),
-            **env,
-            **self.tls_env(role, cert, key),
-        }
+            defaults={"DASK_TEMPORARY_DIRECTORY": workdir},
+            cluster=cluster.config.get("environment"),
+            manager=env,
+            tls=self.tls_env(role, *self._tls_paths(workdir)),
+        )
 
     async def _launch(self, argv, env, cwd, log, account: Account | None) -> dict:
         """Start ``argv`` (``python -m module args``) as ``account``, through the launcher."""
@@ -366,16 +362,17 @@ class LocalBackend(Backend):
         if child is not None:
             await child.wait()
 
-    def _last_log_lines(self, state: dict, n: int = 5) -> str:
+    def _read_log(self, state: dict, lines: int) -> str:
+        """The last lines of the log a process was started with (its ``state["log"]``)."""
         log = state.get("log", "")
         workdir = os.path.dirname(os.path.dirname(log))  # <workdir>/logs/<name>.log
-        if not log or os.path.dirname(workdir) != os.path.abspath(self.clusters_directory):
+        if not log or os.path.abspath(os.path.dirname(workdir)) != os.path.abspath(
+            self.clusters_directory
+        ):
             return ""
         # The log is in the user's directory: read it as something the user controls.
         owner = state.get("uid", os.geteuid())
-        text = read_tail_as_root(workdir, os.path.relpath(log, workdir), owner)
-        lines = [ln.rstrip() for ln in text.splitlines()[-n:]]
-        return " | ".join(ln for ln in lines if ln)
+        return read_tail_as_root(workdir, os.path.relpath(log, workdir), owner, lines=lines)
 
     # --- the contract -------------------------------------------------------------------
     async def check_owner(self, username):
@@ -412,7 +409,7 @@ class LocalBackend(Backend):
             if not (ip.is_loopback or ip in local):
                 return f"{ip} is not an address of this host"
             if (ip, port) not in listening and (None, port) not in listening:
-                return f"the scheduler process does not listen on {ip}:{port}"
+                return f"the scheduler process does not listen on {join_hostport(str(ip), port)}"
         return ""
 
     def handoff_target(self, cluster) -> dict:
@@ -441,24 +438,24 @@ class LocalBackend(Backend):
         await self._stop_process(worker.state)
 
     async def check_clusters(self, clusters):
-        out = []
-        for c in clusters:
-            alive = self._alive(c.state)
-            out.append((alive, "" if alive else self._exit_reason("Scheduler", c.state)))
-        return out
+        return [await self._liveness(c) for c in clusters]
 
     async def check_workers(self, cluster, workers):
-        out = []
-        for w in workers:
-            alive = self._alive(w.state)
-            out.append((alive, "" if alive else self._exit_reason("Worker", w.state)))
-        return out
+        return [await self._liveness(cluster, w) for w in workers]
 
-    def _exit_reason(self, what: str, state: dict) -> str:
+    async def log_tail(self, cluster, worker=None, lines=50) -> str:
+        state = (cluster.state if worker is None else worker.state) or {}
+        return await asyncio.to_thread(self._read_log, state, lines)
+
+    async def _liveness(self, cluster, worker=None) -> tuple[bool, str]:
+        state = (cluster.state if worker is None else worker.state) or {}
+        if self._alive(state):
+            return True, ""
         child = self._children.get(state.get("pid"))
         code = f" with status {child.returncode}" if child and child.returncode is not None else ""
-        tail = self._last_log_lines(state)
-        return f"{what} process exited{code}" + (f": {tail}" if tail else "")
+        tail = tail_summary(await self.log_tail(cluster, worker, lines=5))
+        what = "Scheduler" if worker is None else "Worker"
+        return False, f"{what} process exited{code}" + (f": {tail}" if tail else "")
 
 
 def _listening(pid: int) -> set:

@@ -22,6 +22,7 @@ from .jobqueue import (
     JobQueueClusterConfig,
     JobRequest,
     parse_memory_mb,
+    queue_command,
 )
 
 __all__ = ["PBSBackend", "PBSClusterConfig", "parse_qsub", "parse_qstat_json", "parse_qstat_text"]
@@ -93,15 +94,9 @@ class PBSBackend(JobQueueBackend):
     def _default_cluster_config_class(self):
         return PBSClusterConfig
 
-    submit_command = Unicode(
-        "qsub", help="The qsub executable (a name on PATH or an absolute path)."
-    ).tag(config=True)
-    status_command = Unicode(
-        "qstat", help="The qstat executable (a name on PATH or an absolute path)."
-    ).tag(config=True)
-    cancel_command = Unicode(
-        "qdel", help="The qdel executable (a name on PATH or an absolute path)."
-    ).tag(config=True)
+    submit_command = queue_command("qsub")
+    status_command = queue_command("qstat")
+    cancel_command = queue_command("qdel")
     status_format = Enum(
         ["json", "text"],
         "json",

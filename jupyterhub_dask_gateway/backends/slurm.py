@@ -20,6 +20,7 @@ from .jobqueue import (
     JobQueueClusterConfig,
     JobRequest,
     parse_memory_mb,
+    queue_command,
 )
 
 __all__ = ["SlurmBackend", "SlurmClusterConfig", "parse_sbatch", "parse_squeue", "parse_sacct"]
@@ -101,19 +102,12 @@ class SlurmBackend(JobQueueBackend):
     def _default_cluster_config_class(self):
         return SlurmClusterConfig
 
-    submit_command = Unicode(
-        "sbatch", help="The sbatch executable (a name on PATH or an absolute path)."
-    ).tag(config=True)
-    status_command = Unicode(
-        "squeue", help="The squeue executable (a name on PATH or an absolute path)."
-    ).tag(config=True)
-    cancel_command = Unicode(
-        "scancel", help="The scancel executable (a name on PATH or an absolute path)."
-    ).tag(config=True)
-    control_command = Unicode(
-        "scontrol",
-        help="The scontrol executable, which says at which address a job's node is reached.",
-    ).tag(config=True)
+    submit_command = queue_command("sbatch")
+    status_command = queue_command("squeue")
+    cancel_command = queue_command("scancel")
+    control_command = queue_command(
+        "scontrol", ", which says at which address a job's node is reached"
+    )
     accounting_command = Unicode(
         "sacct",
         help="""The sacct executable, used for the final state of jobs squeue no longer

@@ -7,11 +7,12 @@ wrapper that submits the jobs (``python -I staging.py`` with one JSON request on
 stdin), so a planted link leads only where the user could go anyway. Without a
 wrapper the backend calls the same functions in-process, as its own account.
 
-Standalone on purpose: it imports only the standard library, and is run by path
-(``-I``: no user site, no environment), so it starts in milliseconds.
+Small on purpose: it imports only the standard library and the package's
+stdlib-only ``files`` module, and is run by path (``-I``: no user site, no
+environment), so it starts in milliseconds.
 
 Requests: ``{"op": "write", "dir": ..., "files": {name: text}}`` creates the
-directory (0700) if needed and writes each file atomically (0600);
+directory (0700) if needed and writes each file atomically (0600, ``files.write_private``);
 ``{"op": "remove", "dir": ..., "marker": name}`` removes the directory if it holds
 the marker; ``{"op": "unlink", "dir": ..., "names": [...]}`` removes files.
 """
@@ -20,6 +21,8 @@ import json
 import os
 import shutil
 import sys
+
+from jupyterhub_dask_gateway.files import write_private
 
 
 def _plain_name(name: str) -> str:
@@ -32,19 +35,8 @@ def write(directory: str, files: dict) -> None:
     os.makedirs(directory, mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
     for name, text in files.items():
-        path = os.path.join(directory, _plain_name(name))
-        tmp = f"{path}.tmp{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        # a reader (a job starting) sees the old file or the new one, never half of it
+        write_private(os.path.join(directory, _plain_name(name)), text, replace=True)
 
 
 def remove(directory: str, marker: str) -> None:

@@ -33,6 +33,7 @@ from collections.abc import Iterable
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
+from ..addresses import join_hostport, split_hostport
 from .handoff import HandedOff, HandoffTarget, hand_off, pause_listener, readable
 from .sni import INVALID, MAX_HELLO_SIZE, NEED_MORE, NOT_TLS, SNIResult, parse_sni
 
@@ -44,19 +45,17 @@ log = logging.getLogger("jupyterhub_dask_gateway.proxy")
 
 
 def parse_host_port(address: str | tuple[str, int]) -> tuple[str, int]:
-    """Split ``"host:port"`` (``"[::1]:port"`` for IPv6, an optional ``tls://``) into a pair."""
+    """``"host:port"`` (``"[::1]:port"`` for IPv6, an optional ``tls://``) or a pair → a pair.
+
+    An empty host stays empty: a listener on every interface, as ``socket.bind`` reads it.
+    """
     if isinstance(address, tuple):
         host, port = address
         return str(host), int(port)
     if not isinstance(address, str):
         raise ValueError(f"Invalid address {address!r}")
     rest = address.split("://", 1)[1] if "://" in address else address
-    host, sep, port = rest.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"Invalid address {address!r}; expected host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port)
+    return split_hostport(rest, default_host="")
 
 
 class _SharedBuffer:
@@ -484,7 +483,7 @@ class TCPProxy:
                 pause_listener(self._listener, self._accept)
                 return
             sock.setblocking(False)
-            self._spawn(self._route(sock, f"{peer[0]}:{peer[1]}"))
+            self._spawn(self._route(sock, join_hostport(peer[0], peer[1])))
 
     async def _route(self, sock: socket.socket, peer: str) -> None:
         """Peek the hello, then hand the socket off, splice it, or close it."""

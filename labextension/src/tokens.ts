@@ -1,6 +1,6 @@
 /**
  * Shared names and shapes of the Dask Gateway panel: the relay's JSON (what
- * `jupyter_server_ext` sends), command ids, and the token other extensions can
+ * the server extension (`jupyterhub_dask_gateway.server_extension`) sends), command ids, and the token other extensions can
  * require to read the cluster list. No behaviour lives here.
  */
 
@@ -13,7 +13,7 @@ export const PLUGIN_ID = 'jupyterhub-dask-gateway:plugin';
 /** Translation domain (the Python distribution's name, as language packs expect). */
 export const TRANSLATION_DOMAIN = 'jupyterhub_dask_gateway';
 
-/** Public status names of the gateway (PROTOCOL.md §1.1). */
+/** Public status names of the gateway (docs/protocol.md, "Status names"). */
 export type ClusterStatus =
   'PENDING' | 'RUNNING' | 'STOPPING' | 'STOPPED' | 'FAILED';
 
@@ -41,7 +41,7 @@ export interface IClusterInfo {
   reason: string;
 }
 
-/** The spec of one cluster option (PROTOCOL.md §1.7). */
+/** The spec of one cluster option (docs/protocol.md, "The cluster options spec"). */
 export type OptionSpec =
   | { type: 'int' | 'float'; min?: number | null; max?: number | null }
   | { type: 'string' }

@@ -1,10 +1,11 @@
 """Browser-test fixtures: Debian's headless Chromium (through Playwright) and a real JupyterLab.
 
 JupyterLab runs as a subprocess on 127.0.0.1 with this repository's server extension and
-its built lab extension (``jupyter_server_ext/labextension``, found through
-``extra_labextensions_path``, so no install is needed), in throw-away config, settings,
-workspace and notebook directories. It talks to a real gateway started by the
-``make_gateway`` fixture of ``tests/conftest.py``.
+its built lab extension (``jupyterhub_dask_gateway/server_extension/labextension``, found
+through ``extra_labextensions_path``, so no install is needed), in throw-away config,
+settings, workspace and notebook directories. It talks to a real gateway started by the
+``make_gateway`` fixture of ``tests/conftest.py``; process and account helpers come from
+``tests/helpers.py``.
 
 Nothing is downloaded: Playwright drives ``/usr/bin/chromium`` (``apt-get install
 chromium``); ``npx playwright install`` is never needed. Tests skip when the browser,
@@ -18,26 +19,23 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 
-from helpers import kill_all
+from helpers import free_port, give_to, kill_all, start_logged, terminate, wait_for
 from jupyterhub_dask_gateway.accounts import blocked_for_others
 
 REPO = Path(__file__).resolve().parents[2]
 # This checkout's build, ahead of any installed copy; but the servers run as alice, and a
 # checkout other accounts cannot read (a clone under /root) is served from the copy that
 # scripts/setup.sh installed into the environment instead.
-LABEXTENSION = REPO / "jupyter_server_ext" / "labextension"
+LABEXTENSION = REPO / "jupyterhub_dask_gateway" / "server_extension" / "labextension"
 if blocked_for_others(str(LABEXTENSION), need_read=True):
     LABEXTENSION = (
         Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "jupyterhub-dask-gateway"
@@ -74,21 +72,6 @@ GATEWAY_OPTIONS = textwrap.dedent(
     )
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout, what):
-    """Poll ``predicate`` until truthy, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")
@@ -172,7 +155,7 @@ class JupyterLab:
                 "port_retries": 0,
                 "open_browser": False,
                 "root_dir": str(self.root),
-                "jpserver_extensions": {"jupyter_server_ext": True},
+                "jpserver_extensions": {"jupyterhub_dask_gateway.server_extension": True},
             },
             "IdentityProvider": {"token": self.token},
             "LabApp": {
@@ -213,21 +196,16 @@ class JupyterLab:
         # As alice's own account, as under the Hub (JupyterLab refuses to run as root).
         alice = pwd.getpwnam(LAB_USER)
         env.update(HOME=alice.pw_dir, USER=LAB_USER, LOGNAME=LAB_USER)
-        for path in [self.directory, *self.directory.rglob("*")]:
-            os.lchown(path, alice.pw_uid, alice.pw_gid)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
+        give_to(LAB_USER, self.directory)
+        self.proc = start_logged(
             [sys.executable, "-m", "jupyterlab", "--no-browser"],
+            self.log_path,
             cwd=self.root,
             env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
             user=alice.pw_uid,
             group=alice.pw_gid,
             extra_groups=[],
         )
-        log.close()
 
         def ready():
             if self.proc.poll() is not None:
@@ -247,18 +225,13 @@ class JupyterLab:
     def stop(self):
         if self.proc is None or self.proc.poll() is not None:
             return
-        # the server and the kernels it started
-        procs = [psutil.Process(self.proc.pid)]
+        # its kernels, looked up while they are still its children
         try:
-            procs += procs[0].children(recursive=True)
+            kernels = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.Error:
-            pass
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            pass
-        kill_all(procs)
+            kernels = []
+        terminate(self.proc, 15)
+        kill_all(kernels)
 
 
 @pytest.fixture
@@ -299,9 +272,7 @@ def hub(tmp_path, make_hub):
     # earlier tests
     workspaces = directory / "workspaces"
     workspaces.mkdir()
-    alice = pwd.getpwnam(LAB_USER)
-    for path in [workspaces, settings, *settings.rglob("*")]:
-        os.lchown(path, alice.pw_uid, alice.pw_gid)
+    give_to(LAB_USER, workspaces, settings)
     server = make_hub(
         hub_config=f"""
         c.Spawner.default_url = "/lab"

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,7 +19,17 @@ import psutil
 import pytest
 import requests
 
-from helpers import kill_all, open_to_accounts, port_open, processes_of, wait_for
+from helpers import (
+    ensure_account,
+    kill_all,
+    open_to_accounts,
+    port_open,
+    processes_of,
+    processes_under,
+    start_logged,
+    terminate,
+    wait_for,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / "demo" / "jupyterhub_config.py"
@@ -32,8 +40,6 @@ DEMO_PORTS = (8000, 8081, 8765, 8786)
 
 @pytest.fixture
 def demo_hub(tmp_path, accounts):
-    from helpers import ensure_account
-
     for user in DEMO_USERS:
         home = ensure_account(user).pw_dir
         # A newcomer's first login: no JupyterLab workspace left by earlier tests (which
@@ -47,18 +53,14 @@ def demo_hub(tmp_path, accounts):
     state.chmod(0o711)  # what demo.sh does to its state directory
     open_to_accounts(state)
     log_path = tmp_path / "demo.log"
-    log = open(log_path, "ab")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "DASK_"))}
-    proc = subprocess.Popen(
+    proc = start_logged(
         [sys.executable, "-m", "jupyterhub", "-f", str(DEMO_CONFIG)],
+        log_path,
         cwd=state,
         env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
         umask=0o077,
     )
-    log.close()
 
     def up():
         if proc.poll() is not None:
@@ -72,21 +74,8 @@ def demo_hub(tmp_path, accounts):
         wait_for(up, 90, what="the demo Hub")
         yield proc, log_path
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(45)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        left = [p for p in psutil.process_iter() if _cwd_under(p, str(state))]
-        kill_all(left + processes_of(DEMO_USERS))
-
-
-def _cwd_under(proc, directory):
-    try:
-        return (proc.cwd() or "").startswith(directory) or directory in " ".join(proc.cmdline())
-    except psutil.Error:
-        return False
+        terminate(proc, 45)
+        kill_all(processes_under(str(state)) + processes_of(DEMO_USERS))
 
 
 def test_demo_as_root(browser, demo_hub, artifacts):

@@ -1,6 +1,6 @@
 /**
  * A stand-in for the server extension's relay at the transport level: a `fetch`
- * that answers `<base>dask-gateway/...` like `jupyter_server_ext` does, with
+ * that answers `<base>dask-gateway/...` like the server extension (`jupyterhub_dask_gateway.server_extension`) does, with
  * state tests can inspect and failures they can switch on. Everything above the
  * transport (requestAPI, GatewayAPI, the model, the components) runs for real.
  */

@@ -3,8 +3,10 @@
 Two halves ship together: a Jupyter server extension (``app.DaskGatewayExtension``) that
 makes ``Gateway()`` work with no arguments in kernels and relays the JupyterLab panel's
 requests to the gateway, and the prebuilt JupyterLab extension (``labextension/``, built
-from the repository's ``labextension/`` sources) that draws the panel. The gateway
-service itself lives in ``jupyterhub_dask_gateway``; nothing here holds state of its own.
+from the repository's ``labextension/`` sources) that draws the panel. Jupyter enables it
+by this module's name (``etc/jupyter-config.json``, installed into
+``jupyter_server_config.d``). The gateway service is the rest of ``jupyterhub_dask_gateway``,
+none of which is imported here; nothing here holds state of its own.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -21,7 +23,7 @@ __all__ = ["DaskGatewayExtension", "__version__"]
 
 def _jupyter_server_extension_points():
     """Tell jupyter_server which ExtensionApp this package provides."""
-    return [{"module": "jupyter_server_ext", "app": DaskGatewayExtension}]
+    return [{"module": __name__, "app": DaskGatewayExtension}]
 
 
 def _jupyter_labextension_paths():

@@ -60,7 +60,7 @@ class DaskGatewayExtension(ExtensionApp):
     environment.
     """
 
-    name = "jupyter_server_ext"
+    name = "jupyterhub_dask_gateway"
     description = "Dask Gateway relay and kernel settings for JupyterHub users"
 
     address = Unicode(

@@ -34,6 +34,7 @@ from .backends.local import LocalBackend
 from .errors import StartupError
 from .files import write_private
 from .handlers import default_handlers
+from .kerberos import KerberosAuthenticator
 from .proxy.handoff import HandoffReceiver
 from .quotas import Quotas
 from .reconcile import ClusterManager
@@ -134,6 +135,7 @@ class DaskGateway(Application):
             DaskGateway,
             BasicAuthenticator,
             JupyterHubAuthenticator,
+            KerberosAuthenticator,
             Backend,
             LocalBackend,
             ClusterConfig,
@@ -197,7 +199,7 @@ class DaskGateway(Application):
     # --- plugins ----------------------------------------------------------------------
     authenticator_class = Unicode(
         help='Authenticator: "jupyterhub" (default under the Hub), "basic" (default '
-        "elsewhere), or an import string.",
+        'elsewhere), "kerberos", or an import string.',
     ).tag(config=True)
 
     @default("authenticator_class")

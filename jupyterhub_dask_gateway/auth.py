@@ -8,7 +8,8 @@ base class sets a random session cookie remembered in memory for
 ``cache_max_age`` seconds, so the client's next requests cost one round trip.
 
 ``basic``: HTTP Basic with a shared password (any user name) or a per-user
-mapping, for Hub-less use and development. ``jupyterhub``: Hub API tokens in
+mapping, for Hub-less use and development. ``kerberos``: SPNEGO with a service
+keytab, for sites where users hold tickets (``kerberos.py``). ``jupyterhub``: Hub API tokens in
 ``Authorization: jupyterhub|token|Bearer <token>``, validated by the Hub (cached
 briefly), with the ``access:services!service=<name>`` scope enforced; browsers
 use Hub OAuth cookies (see ``hub``).
@@ -343,6 +344,7 @@ class JupyterHubAuthenticator(GatewayAuthenticator):
 DASK_GATEWAY_NAMES = {
     "dask_gateway_server.auth.SimpleAuthenticator": "basic",
     "dask_gateway_server.auth.JupyterHubAuthenticator": "jupyterhub",
+    "dask_gateway_server.auth.KerberosAuthenticator": "kerberos",
 }
 
 
@@ -353,8 +355,12 @@ def load_authenticator_class(name: str) -> type[GatewayAuthenticator]:
     for ep in entry_points(group="jupyterhub_dask_gateway.authenticators"):
         if ep.name == name:
             return ep.load()
-    builtin = {"basic": BasicAuthenticator, "jupyterhub": JupyterHubAuthenticator}
-    cls = builtin.get(name) or import_item(name)
+    builtin = {
+        "basic": "jupyterhub_dask_gateway.auth.BasicAuthenticator",
+        "jupyterhub": "jupyterhub_dask_gateway.auth.JupyterHubAuthenticator",
+        "kerberos": "jupyterhub_dask_gateway.kerberos.KerberosAuthenticator",
+    }
+    cls = import_item(builtin.get(name, name))
     if not (isinstance(cls, type) and issubclass(cls, GatewayAuthenticator)):
         raise TypeError(f"authenticator_class {name!r} is not a GatewayAuthenticator")
     return cls

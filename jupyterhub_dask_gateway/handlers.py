@@ -62,6 +62,18 @@ class BaseHandler(web.RequestHandler):
     def set_default_headers(self):
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")
+        # Also after an error cleared the response: the client checks them on every answer.
+        for name, value in (self._auth_headers or {}).items():
+            self.set_header(name, value)
+
+    # Set by set_auth_header during this request (per instance: handlers are per request).
+    _auth_headers: dict[str, str] | None = None
+
+    def set_auth_header(self, name: str, value: str) -> None:
+        """A header the authenticator's answer needs on this response whatever its status
+        (Kerberos's mutual-authentication token), error responses included."""
+        self._auth_headers = {**(self._auth_headers or {}), name: value}
+        self.set_header(name, value)
 
     async def prepare(self):
         if not self.requires_user:

@@ -24,6 +24,10 @@ command -v node >/dev/null || need_apt+=(nodejs npm)
 [ -x "$BASE_PY" ] || need_apt+=(python3)
 "$BASE_PY" -c "import ensurepip, venv" 2>/dev/null || need_apt+=(python3-venv)
 [ -e /usr/include/python3.11/Python.h ] || need_apt+=(python3-dev)
+command -v gcc >/dev/null || need_apt+=(gcc)
+# gssapi and pykerberos (the Kerberos authenticator and the client's KerberosAuth, in the
+# test extra) build against the system's Kerberos.
+command -v krb5-config >/dev/null || need_apt+=(libkrb5-dev)
 if [ "${WITH_BROWSER:-0}" = 1 ] && [ ! -x /usr/bin/chromium ]; then need_apt+=(chromium); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "apt-get install ${need_apt[*]}"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh - the whole test suite: lint (ruff, eslint, prettier, stylelint), jest,
 # and pytest with real processes: gateways, schedulers and workers, a JupyterHub with
-# configurable-http-proxy, JupyterLab in headless Chromium, and a Slurm on localhost.
+# configurable-http-proxy, JupyterLab in headless Chromium, a Slurm and an MIT Kerberos KDC
+# on localhost.
 # Runs as root: the tests create real accounts for their users, as the demo does.
 # Everything runs from the environment setup.sh makes (Debian's python3, under /opt).
 set -euo pipefail
@@ -14,7 +15,9 @@ PY="$VENV/bin/python"
 export PATH="$VENV/bin:$PATH"
 "$PY" -c 'import sys; print("== Python", sys.version.split()[0], sys.executable, "==")'
 bash scripts/slurm-localhost.sh
-trap 'bash scripts/slurm-localhost-stop.sh --purge >/dev/null 2>&1 || true' EXIT
+bash scripts/kdc-localhost.sh
+trap 'bash scripts/slurm-localhost-stop.sh --purge >/dev/null 2>&1 || true
+      bash scripts/kdc-localhost-stop.sh --purge >/dev/null 2>&1 || true' EXIT
 
 echo "== dependency advisories =="
 # Every installed package against PyPI's advisory data; a known-vulnerable one fails.

@@ -121,16 +121,10 @@ class DaskGateway(Application):
 
     @property
     def classes(self):
-        extra = []
-        for mod, names in (
-            ("slurm", ("SlurmBackend", "SlurmClusterConfig")),
-            ("pbs", ("PBSBackend", "PBSClusterConfig")),
-        ):
-            try:
-                module = __import__(f"jupyterhub_dask_gateway.backends.{mod}", fromlist=names)
-                extra += [getattr(module, n) for n in names if hasattr(module, n)]
-            except ImportError:
-                pass
+        """The configurables ``--generate-config`` documents (every built-in plugin)."""
+        from .backends.pbs import PBSBackend, PBSClusterConfig
+        from .backends.slurm import SlurmBackend, SlurmClusterConfig
+
         return [
             DaskGateway,
             BasicAuthenticator,
@@ -139,7 +133,10 @@ class DaskGateway(Application):
             Backend,
             LocalBackend,
             ClusterConfig,
-            *extra,
+            SlurmBackend,
+            SlurmClusterConfig,
+            PBSBackend,
+            PBSClusterConfig,
         ]
 
     config_file = Unicode("", help="Python config file to load (may be jupyterhub_config.py).").tag(

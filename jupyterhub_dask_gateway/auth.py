@@ -21,14 +21,13 @@ import base64
 import os
 import secrets
 import time
-from importlib.metadata import entry_points
 
 from traitlets import Bool, Dict, Float, Set, Unicode, default
 from traitlets.config import LoggingConfigurable
-from traitlets.utils.importstring import import_item
 
 from .errors import Forbidden, Unauthorized, Unavailable
 from .models import User
+from .plugins import load_plugin_class
 from .utils import require_coroutines, same_secret
 
 ADMIN_SCOPE = "custom:dask-gateway:admin"
@@ -349,18 +348,16 @@ DASK_GATEWAY_NAMES = {
 
 
 def load_authenticator_class(name: str) -> type[GatewayAuthenticator]:
-    """An entry-point name (``basic``, ``jupyterhub``), a dask-gateway-server class
-    name, or an import string."""
-    name = DASK_GATEWAY_NAMES.get(name, name)
-    for ep in entry_points(group="jupyterhub_dask_gateway.authenticators"):
-        if ep.name == name:
-            return ep.load()
-    builtin = {
-        "basic": "jupyterhub_dask_gateway.auth.BasicAuthenticator",
-        "jupyterhub": "jupyterhub_dask_gateway.auth.JupyterHubAuthenticator",
-        "kerberos": "jupyterhub_dask_gateway.kerberos.KerberosAuthenticator",
-    }
-    cls = import_item(builtin.get(name, name))
-    if not (isinstance(cls, type) and issubclass(cls, GatewayAuthenticator)):
-        raise TypeError(f"authenticator_class {name!r} is not a GatewayAuthenticator")
-    return cls
+    """An entry-point name (``basic``, ``jupyterhub``, ``kerberos``), a
+    dask-gateway-server class path, or an import string."""
+    return load_plugin_class(
+        name,
+        group="jupyterhub_dask_gateway.authenticators",
+        builtin={
+            "basic": "jupyterhub_dask_gateway.auth.BasicAuthenticator",
+            "jupyterhub": "jupyterhub_dask_gateway.auth.JupyterHubAuthenticator",
+            "kerberos": "jupyterhub_dask_gateway.kerberos.KerberosAuthenticator",
+        },
+        aliases=DASK_GATEWAY_NAMES,
+        base=GatewayAuthenticator,
+    )

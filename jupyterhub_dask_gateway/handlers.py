@@ -416,7 +416,7 @@ class DashboardHandler(BaseHandler, DashboardProxyHandler):
     def frame_ancestors(self):
         # Embedded pages (dask-labextension's panes) can script the page that embeds them:
         # only the owner's own pages, which run only the owner's code, may embed them.
-        cluster = getattr(self, "_cluster", None)
+        cluster = self._cluster
         if cluster is not None and cluster.username == self.current_user.name:
             return "'self'"
         return "'none'"
@@ -434,6 +434,8 @@ class DashboardHandler(BaseHandler, DashboardProxyHandler):
             raise
         await DashboardProxyHandler.prepare(self)
 
+    # The cluster this request's dashboard belongs to, once resolve_dashboard found it.
+    _cluster = None
     _dashboard_key = ""
 
     async def resolve_dashboard(self, cluster_name):

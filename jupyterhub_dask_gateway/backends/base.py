@@ -40,7 +40,6 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-from importlib.metadata import entry_points
 
 from traitlets import (
     Any,
@@ -56,7 +55,6 @@ from traitlets import (
     validate,
 )
 from traitlets.config import LoggingConfigurable
-from traitlets.utils.importstring import import_item
 
 from ..addresses import (
     REPORTED,
@@ -69,6 +67,7 @@ from ..addresses import (
 )
 from ..errors import InvalidOptions
 from ..options import Options
+from ..plugins import load_plugin_class
 from ..utils import parse_memory, require_coroutines
 
 
@@ -451,18 +450,16 @@ DASK_GATEWAY_NAMES = {
 
 
 def load_backend_class(name: str) -> type[Backend]:
-    """An entry-point name (``local``, ``slurm``, ``pbs``), a dask-gateway-server
-    class name, or an import string."""
-    name = DASK_GATEWAY_NAMES.get(name, name)
-    for ep in entry_points(group="jupyterhub_dask_gateway.backends"):
-        if ep.name == name:
-            return ep.load()
-    builtin = {
-        "local": "jupyterhub_dask_gateway.backends.local.LocalBackend",
-        "slurm": "jupyterhub_dask_gateway.backends.slurm.SlurmBackend",
-        "pbs": "jupyterhub_dask_gateway.backends.pbs.PBSBackend",
-    }
-    cls = import_item(builtin.get(name, name))
-    if not (isinstance(cls, type) and issubclass(cls, Backend)):
-        raise TypeError(f"backend_class {name!r} is not a Backend")
-    return cls
+    """An entry-point name (``local``, ``slurm``, ``pbs``), a dask-gateway-server class
+    path, or an import string."""
+    return load_plugin_class(
+        name,
+        group="jupyterhub_dask_gateway.backends",
+        builtin={
+            "local": "jupyterhub_dask_gateway.backends.local.LocalBackend",
+            "slurm": "jupyterhub_dask_gateway.backends.slurm.SlurmBackend",
+            "pbs": "jupyterhub_dask_gateway.backends.pbs.PBSBackend",
+        },
+        aliases=DASK_GATEWAY_NAMES,
+        base=Backend,
+    )

@@ -109,7 +109,7 @@ def panel_cluster(raw: dict, public_address: str | None, now: float | None = Non
 
 
 class GatewayClient:
-    """Calls the gateway's REST API (PROTOCOL.md §1 plus ``cluster-details``) for one user.
+    """Calls the gateway's REST API (docs/protocol.md, plus ``cluster-details``) for one user.
 
     Parameters
     ----------

@@ -34,7 +34,9 @@ from .backends.local import LocalBackend
 from .errors import StartupError
 from .files import write_private
 from .handlers import default_handlers
+from .hub_watch import ServerWatch
 from .kerberos import KerberosAuthenticator
+from .metrics import GatewayMetrics
 from .proxy.handoff import HandoffReceiver
 from .quotas import Quotas
 from .reconcile import ClusterManager
@@ -319,6 +321,23 @@ class DaskGateway(Application):
         "may connect to the cluster and view its dashboard).",
     ).tag(config=True)
 
+    # --- under a Hub ------------------------------------------------------------------
+    stop_clusters_when_server_stops = Bool(
+        True,
+        help="Under a Hub: stop a user's clusters server_stop_grace_period seconds after "
+        "their last single-user server stops (culled, stopped by the user or an admin), "
+        "and at once when the user is deleted. False keeps them until their idle timeout.",
+    ).tag(config=True)
+    server_stop_grace_period = Float(
+        300,
+        min=0,
+        help="Seconds a user may be without a running server before their clusters stop "
+        "(a server restarting within it keeps them).",
+    ).tag(config=True)
+    hub_poll_period = Float(
+        15, min=0.1, help="Seconds between the gateway's questions to the Hub about servers."
+    ).tag(config=True)
+
     start_proxy = Bool(True, help="Start (or adopt) the TCP proxy process on proxy_address.").tag(
         config=True
     )
@@ -330,10 +349,28 @@ class DaskGateway(Application):
         "also sees the clients' own addresses. Schedulers: LocalBackend.socket_handoff.",
     ).tag(config=True)
 
+    # --- metrics -----------------------------------------------------------------------
+    metrics_require_auth = Bool(
+        True,
+        help="Require credentials for GET <base_url>metrics (like JupyterHub's "
+        "authenticate_prometheus): the metrics_token, a Hub token with the read:metrics "
+        "scope, or an admin's. False serves them to anyone who reaches the API.",
+    ).tag(config=True)
+    metrics_token = Unicode(
+        help="Bearer token Prometheus may read the metrics with "
+        "(Authorization: Bearer <token>; env JHDG_METRICS_TOKEN). Empty: none.",
+    ).tag(config=True)
+
+    @default("metrics_token")
+    def _default_metrics_token(self):
+        return os.environ.get("JHDG_METRICS_TOKEN", "")
+
     # --- runtime objects ---------------------------------------------------------------
+    metrics: GatewayMetrics | None = None
     backend = Instance(Backend, allow_none=True)
     manager = Instance(ClusterManager, allow_none=True)
     _api_handoff: HandoffReceiver | None = None
+    server_watch: ServerWatch | None = None
 
     @default("log_level")
     def _default_log_level(self):
@@ -418,7 +455,13 @@ class DaskGateway(Application):
             quotas=Quotas(self.max_clusters_per_user, self.user_max_cores, self.user_max_memory),
             **{name: getattr(self, name) for name in MANAGER_SETTINGS},
         )
+        # Before the manager starts, so the metrics hear of every event from then on.
+        self.metrics = GatewayMetrics(
+            self.manager, self.backend_class, proxy_report_max_age=2 * self.routes_poll_timeout + 10
+        )
+        self.manager.events.listeners.append(self.metrics.on_event)
         await self.manager.start()
+        self._start_server_watch()
         settings = {
             "gateway": self,
             "cookie_secret": self._cookie_secret(),
@@ -453,6 +496,23 @@ class DaskGateway(Application):
         )
         if self.start_proxy and self.proxy_address:
             await self._ensure_proxy()
+
+    def _start_server_watch(self):
+        self.server_watch = None
+        if not self.stop_clusters_when_server_stops or not isinstance(
+            self.authenticator, JupyterHubAuthenticator
+        ):
+            return  # standalone: there are no servers to follow
+        hub_auth = self.authenticator.hub_auth
+        self.server_watch = ServerWatch(
+            self.manager,
+            hub_auth.api_url,
+            hub_auth.api_token,
+            grace=self.server_stop_grace_period,
+            period=self.hub_poll_period,
+            log=self.log,
+        )
+        self.server_watch.start()
 
     def _start_api_handoff(self):
         # Tornado's TCPServer takes a socket as its own accept would only through this
@@ -554,6 +614,8 @@ class DaskGateway(Application):
         self.http_server.stop()
         if self._api_handoff is not None:
             self._api_handoff.stop()
+        if self.server_watch is not None:
+            await self.server_watch.stop()
         await self.manager.shutdown(self.stop_clusters_on_shutdown)
         await self.backend.cleanup()
         await self.authenticator.cleanup()

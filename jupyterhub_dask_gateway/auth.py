@@ -315,7 +315,7 @@ class JupyterHubAuthenticator(GatewayAuthenticator):
         if kind != "user":
             name = f"{kind}:{name}"
         admin = bool(model.get("admin")) or bool(check_scopes({self.admin_scope}, scopes))
-        return User(name, frozenset(model.get("groups") or ()), admin)
+        return User(name, frozenset(model.get("groups") or ()), admin, frozenset(scopes))
 
     async def authenticate_request(self, handler):
         header = handler.request.headers.get("Authorization", "")

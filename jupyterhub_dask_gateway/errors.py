@@ -66,5 +66,12 @@ class BackendError(GatewayError):
     status_code = 500
 
 
+class CannotStart(GatewayError):
+    """A backend cannot start this cluster as configured (a Python that does not run, an
+    image that does not exist): retrying will not help, so the cluster fails at once."""
+
+    status_code = 409
+
+
 class StartupError(Exception):
     """The gateway must not start as configured; the message says why and what to set."""

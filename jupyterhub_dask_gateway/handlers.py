@@ -24,8 +24,10 @@ from .errors import (
     Unauthorized,
 )
 from .listing import listed
+from .metrics import METRICS_CONTENT_TYPE, METRICS_SCOPE, may_read_metrics
 from .models import ClusterStatus
 from .proxy.dashboard import DashboardProxyHandler
+from .proxy.stats import HEADER as PROXY_STATS_HEADER
 from .reconcile import MAX_WORKERS
 from .utils import DASHBOARD_KEY_HEADER, dashboard_key, same_secret
 
@@ -126,6 +128,12 @@ class BaseHandler(web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.clear_header("Set-Cookie") if status_code >= 400 and status_code != 401 else None
         self.finish(json.dumps({"error": message}))
+
+    def on_finish(self):
+        # The request-duration histogram (metrics.py): one dict lookup and an observation.
+        metrics = self.gateway.metrics
+        if metrics is not None:
+            metrics.observe_request(self)
 
     def log_exception(self, typ, value, tb):
         if isinstance(value, GatewayError):
@@ -277,12 +285,15 @@ class ClusterHandler(BaseHandler):
                 wait = False
             if wait:
                 await self.manager.wait_ready(cluster, self.gateway.wait_timeout)
+                # Only the client's start loop waits; a 409 there becomes a
+                # GatewayClusterError carrying the reason, instead of "see logs" or
+                # "already stopped".
                 if cluster.public_status == ClusterStatus.FAILED:
-                    # Only the client's start loop waits; a 409 there becomes a
-                    # GatewayClusterError carrying the reason, instead of "see logs".
                     raise Conflict(
                         f"Cluster {name} failed to start: {cluster.reason or 'unknown reason'}"
                     )
+                if cluster.public_status == ClusterStatus.STOPPED and cluster.reason:
+                    raise Conflict(f"Cluster {name} is stopped: {cluster.reason}")
         self.write_json(cluster.to_wire(self.gateway.dashboard_route_prefix))
 
     def delete(self, name):
@@ -315,7 +326,7 @@ class ScaleHandler(BaseHandler):
         body = self.json_body()
         if "count" not in body:
             raise InvalidOptions("Scale expects a 'count' field")
-        ok, msg = await self.manager.scale(cluster, body["count"])
+        ok, msg = await self.manager.scale(cluster, body["count"], by=self.current_user.name)
         self.write_json({"ok": ok, "msg": msg})
 
 
@@ -327,7 +338,11 @@ class AdaptHandler(BaseHandler):
         if unknown:
             raise BadRequest(f"Unknown fields in request: {sorted(unknown)}")
         ok, msg = await self.manager.adapt(
-            cluster, body.get("minimum"), body.get("maximum"), body.get("active", True)
+            cluster,
+            body.get("minimum"),
+            body.get("maximum"),
+            body.get("active", True),
+            by=self.current_user.name,
         )
         self.write_json({"ok": ok, "msg": msg})
 
@@ -366,6 +381,53 @@ class ClusterDetailsHandler(BaseHandler):
         self.write_json({"clusters": out})
 
 
+class _OwnerOnlyHandler(BaseHandler):
+    """What only a cluster's owner and admins may read (its history, its logs)."""
+
+    def owned_cluster(self, name: str):
+        cluster = self.cluster_for(name)  # strangers: 404, as if it did not exist
+        if not self.current_user.may_manage(cluster):
+            raise Forbidden(
+                f"Only the owner and admins may read the events and logs of cluster {name}"
+            )
+        return cluster
+
+
+class EventsHandler(_OwnerOnlyHandler):
+    """``GET api/v1/clusters/<name>/events``: the cluster's history, oldest first."""
+
+    def get(self, name):
+        cluster = self.owned_cluster(name)
+        events = self.manager.events.of(cluster.name)
+        self.write_json({"events": [e.to_dict() for e in events]})
+
+
+# The most lines one logs request returns.
+MAX_LOG_LINES = 1000
+
+
+class LogsHandler(_OwnerOnlyHandler):
+    """``GET api/v1/clusters/<name>/logs?process=scheduler|<worker>&tail=N``."""
+
+    async def get(self, name):
+        cluster = self.owned_cluster(name)
+        process = self.get_query_argument("process", "scheduler")
+        raw = self.get_query_argument("tail", "100")
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LOG_LINES:
+            raise BadRequest(f"tail must be an integer from 1 to {MAX_LOG_LINES}")
+        worker = None
+        if process != "scheduler":
+            worker = cluster.workers.get(process)
+            if worker is None:
+                raise NotFound(f"Cluster {name} has no process {process!r}")
+        text = await self.gateway.backend.log_tail(cluster, worker, lines=int(raw))
+        processes = [
+            "scheduler",
+            *sorted(cluster.workers, key=lambda w: cluster.workers[w].start_time),
+        ]
+        self.write_json({"process": process, "text": text, "processes": processes})
+
+
 class HeartbeatHandler(BaseHandler):
     """``POST api/v1/clusters/<name>/heartbeat`` from the scheduler preload (cluster token)."""
 
@@ -389,6 +451,7 @@ class RoutesHandler(BaseHandler):
         scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
         if scheme != "token" or not same_secret(token.strip(), self.gateway.proxy_token):
             raise Forbidden("Invalid proxy token")
+        self.gateway.metrics.proxy_reported(self.request.headers.get(PROXY_STATS_HEADER))
         since = self.get_query_argument("since", None)
         if since is not None:
             try:
@@ -399,6 +462,32 @@ class RoutesHandler(BaseHandler):
         if self.request.connection.stream.closed():
             return
         self.write_json(self.manager.routes.snapshot())
+
+
+class MetricsHandler(BaseHandler):
+    """``GET metrics``: Prometheus metrics (``metrics.py``), for the metrics token, Hub
+    tokens with ``read:metrics`` and admins (anyone with ``metrics_require_auth`` off)."""
+
+    async def prepare(self):
+        gateway = self.gateway
+        if not gateway.metrics_require_auth:
+            return
+        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
+        if (
+            gateway.metrics_token
+            and scheme.lower() == "bearer"
+            and same_secret(token.strip(), gateway.metrics_token)
+        ):
+            return
+        # Anything else is a user's credentials (a Hub token may be Bearer too): none
+        # is 401 with the challenge; a user without the right, 403.
+        await super().prepare()
+        if not may_read_metrics(self.current_user):
+            raise Forbidden(f"Reading metrics needs admin rights or the {METRICS_SCOPE} scope")
+
+    def get(self):
+        self.set_header("Content-Type", METRICS_CONTENT_TYPE)
+        self.finish(self.gateway.metrics.exposition())
 
 
 class DashboardHandler(BaseHandler, DashboardProxyHandler):
@@ -466,11 +555,14 @@ def default_handlers(prefix: str):
         (p + r"api/v1/clusters/(?P<name>[^/]+)/heartbeat", HeartbeatHandler),
         (p + r"api/v1/clusters/(?P<name>[^/]+)/scale", ScaleHandler),
         (p + r"api/v1/clusters/(?P<name>[^/]+)/adapt", AdaptHandler),
+        (p + r"api/v1/clusters/(?P<name>[^/]+)/events", EventsHandler),
+        (p + r"api/v1/clusters/(?P<name>[^/]+)/logs", LogsHandler),
         (p + r"api/v1/clusters/(?P<name>[^/]+)/?", ClusterHandler),
         (p + r"api/v1/cluster-details/?", ClusterDetailsHandler),
         (p + r"api/v1/cluster-details/(?P<name>[^/]+)/?", ClusterDetailsHandler),
         (p + r"api/v1/options/?", OptionsHandler),
         (p + r"api/v1/whoami/?", WhoAmIHandler),
         (p + r"api/v1/routes/?", RoutesHandler),
+        (p + r"metrics", MetricsHandler),
         (p + r"clusters/(?P<cluster_name>[^/]+)(?P<path>/.*)?", DashboardHandler),
     ]

@@ -12,15 +12,19 @@ The manual equivalent, for admins who prefer to write it out, is in
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import sys
+from urllib.parse import urlparse, urlunparse
 
 from tornado.httputil import url_concat
 
+from .addresses import join_hostport, split_hostport
+
 ADMIN_SCOPE_TEMPLATE = "custom:{name}:admin"
 SERVER_ROLE_DEFAULT_SCOPES = ["users:activity!user", "access:servers!server"]
-SERVICE_ROLE_SCOPES = ["list:users", "read:users", "list:groups", "read:groups"]
+SERVICE_ROLE_SCOPES = ["list:users", "read:users", "list:groups", "read:groups", "read:servers"]
 
 
 def _caller_config_file() -> str | None:
@@ -49,6 +53,7 @@ def configure_jupyterhub(
     public_proxy_address: str | None = None,
     hub_public_url: str | None = None,
     config_file: str | None = None,
+    notebook_hub_url: str | None = None,
     **settings,
 ):
     """Add the gateway to a JupyterHub as a managed service.
@@ -64,12 +69,17 @@ def configure_jupyterhub(
     proxy_address : str
         ``host:port`` of the gateway's TCP proxy for scheduler traffic.
     public_proxy_address : str, optional
-        How notebooks reach that proxy, if not ``proxy_address``.
+        How notebooks reach that proxy, if not ``proxy_address`` (whose all-interfaces
+        host, ``0.0.0.0`` or ``::``, notebooks reach as ``127.0.0.1``).
     hub_public_url : str, optional
-        The Hub's public URL (default from ``c.JupyterHub.bind_url`` and ``base_url``,
-        else ``http://127.0.0.1:8000``); notebooks and dashboards use it.
+        The Hub's public URL, for dashboard links and, unless ``notebook_hub_url`` is
+        given, for notebooks. Default: what the Hub itself uses (see ``hub_urls``).
     config_file : str, optional
         This file's path (found automatically when called from the config file).
+    notebook_hub_url : str, optional
+        The Hub's URL as notebooks reach it, when that is not the public URL (notebooks
+        in containers or on other hosts reaching the Hub's proxy by an internal name).
+        Notebooks call the gateway at ``<notebook_hub_url>/services/<name>``.
     **settings
         ``DaskGateway`` settings, e.g. ``backend_class="slurm"``.
     """
@@ -119,33 +129,131 @@ def configure_jupyterhub(
         token_scopes = list(SERVER_ROLE_DEFAULT_SCOPES)
     c.Spawner.server_token_scopes = list(dict.fromkeys([*token_scopes, access_scope, admin_scope]))
 
-    public = (hub_public_url or _bind_url(c)).rstrip("/")
-    gateway_url = f"{public}/services/{name}"
+    for given in (hub_public_url, notebook_hub_url):
+        if given and "://" not in given:
+            raise ValueError(f"write the scheme of {given!r}: http://... or https://...")
+    gateway_url = functools.partial(
+        _gateway_url, name=name, hub_public_url=hub_public_url, notebook_hub_url=notebook_hub_url
+    )
     env = _as_dict(c.Spawner.environment)
     for key, value in {
-        "DASK_GATEWAY__ADDRESS": gateway_url,
-        "DASK_GATEWAY__PUBLIC_ADDRESS": gateway_url,
-        "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://{public_proxy_address or proxy_address}",
+        "DASK_GATEWAY__ADDRESS": _SpawnTimeValue(c, gateway_url),
+        "DASK_GATEWAY__PUBLIC_ADDRESS": _SpawnTimeValue(
+            c, functools.partial(gateway_url, public=True)
+        ),
+        "DASK_GATEWAY__PROXY_ADDRESS": _notebook_proxy_address(
+            public_proxy_address or proxy_address
+        ),
         "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
     }.items():
         env.setdefault(key, value)
     c.Spawner.environment = env
 
 
-def _bind_url(c) -> str:
-    """The Hub's URL from ``bind_url``, with its base URL (services live under it)."""
-    from urllib.parse import urlparse
+# --- the addresses notebooks use ------------------------------------------------------------
 
-    bind = c.JupyterHub.bind_url
-    origin, path = "http://127.0.0.1:8000", ""
-    if isinstance(bind, str) and bind:
-        u = urlparse(bind)
-        host = u.hostname or "127.0.0.1"
-        origin, path = f"{u.scheme}://{host}{':' + str(u.port) if u.port else ''}", u.path
-    base = c.JupyterHub.base_url
-    if isinstance(base, str) and base:
-        path = base
-    return origin + ("/" + path.strip("/") if path.strip("/") else "")
+_ALL_INTERFACES = ("", "0.0.0.0", "::")
+
+
+def hub_urls(hub, hub_public_url=None, notebook_hub_url=None) -> tuple[str, str]:
+    """The Hub's public URL and the URL notebooks reach it at, without a trailing slash.
+
+    ``hub`` is the ``JupyterHub`` section of the Hub's config. The public URL is the
+    first of: ``hub_public_url``; ``c.JupyterHub.public_url``; ``subdomain_host``; the
+    address the Hub's proxy binds, as JupyterHub works it out (``ip``, ``port`` and
+    ``base_url``, when any is set, override the parts of ``bind_url``, default
+    ``http://:8000``), with an all-interfaces host reached as ``127.0.0.1`` (or as the
+    host ``bind_url`` names, which the Hub then listens on too). Notebooks use
+    ``notebook_hub_url`` if given, else the public URL. A URL without a path gets the
+    Hub's ``base_url``, as JupyterHub does for ``public_url``.
+    """
+    base = _setting(hub, "base_url")
+    if base is None:
+        base = urlparse(_setting(hub, "bind_url") or "").path
+    base = "/" + base.strip("/") + "/" if base.strip("/") else "/"
+    public = (
+        _with_base(hub_public_url, base)
+        or _with_base(_setting(hub, "public_url"), base)
+        or _with_base(_setting(hub, "subdomain_host"), base)
+        or _proxy_url(hub, base)
+    )
+    return public, _with_base(notebook_hub_url, base) or public
+
+
+def _setting(section, key) -> str | None:
+    """``section[key]`` if the file set it, as text. Never ``section.key``: reading an
+    unset key that way stores a placeholder in the config, which then counts as set."""
+    from traitlets.config import LazyConfigValue
+
+    value = section.get(key) if section else None
+    return None if value is None or isinstance(value, LazyConfigValue) else str(value)
+
+
+def _with_base(url, base) -> str | None:
+    if not url:
+        return None
+    if "://" not in url:
+        url = "https://" + url  # as JupyterHub does for public_url and subdomain_host
+    parts = urlparse(url)
+    path = parts.path if parts.path.strip("/") else base
+    return urlunparse(parts._replace(path=path)).rstrip("/")
+
+
+def _proxy_url(hub, base) -> str:
+    """Where the Hub's proxy listens, as a URL notebooks on the Hub's host can use."""
+    bind = urlparse(_setting(hub, "bind_url") or "http://:8000")
+    if bind.scheme.endswith("+unix"):
+        host, port = "127.0.0.1", 8000  # a socket notebooks cannot use: set hub_public_url
+    elif any(_setting(hub, key) is not None for key in ("ip", "port", "base_url")):
+        # JupyterHub rebuilds bind_url from these (ip default "", port default 8000)
+        host, port = _setting(hub, "ip") or "", int(_setting(hub, "port") or 8000)
+        if host in _ALL_INTERFACES and bind.hostname not in (None, *_ALL_INTERFACES):
+            host = bind.hostname
+    else:
+        host, port = bind.hostname or "", bind.port
+    if host in _ALL_INTERFACES:
+        host = "127.0.0.1"
+    scheme = "https" if _setting(hub, "ssl_cert") else "http"
+    netloc = join_hostport(host, port) if port else (f"[{host}]" if ":" in host else host)
+    return f"{scheme}://{netloc}{base}".rstrip("/")
+
+
+def _gateway_url(config, name, hub_public_url=None, notebook_hub_url=None, public=False) -> str:
+    """The gateway's URL for notebooks (or, ``public``, for dashboard links)."""
+    urls = hub_urls(config.get("JupyterHub"), hub_public_url, notebook_hub_url)
+    return f"{urls[0] if public else urls[1]}/services/{name}"
+
+
+def _notebook_proxy_address(address: str) -> str:
+    host, port = split_hostport(address)
+    return f"gateway://{join_hostport('127.0.0.1' if host in _ALL_INTERFACES else host, port)}"
+
+
+class _SpawnTimeValue(str):
+    """A ``c.Spawner.environment`` value, worked out again each time a server spawns.
+
+    As a string it is what the settings made so far give. JupyterHub calls callable
+    values of ``Spawner.environment`` with the spawner, whose config then holds the
+    whole file and the command line: Hub settings made after ``configure_jupyterhub``
+    count too, wherever the call sits in the file.
+    """
+
+    def __new__(cls, config, compute):
+        self = super().__new__(cls, compute(config))
+        self._compute = compute
+        return self
+
+    def __call__(self, spawner) -> str:
+        try:
+            return self._compute(spawner.config)
+        except Exception:
+            spawner.log.warning(
+                "Could not work out the gateway's address; using %s", self, exc_info=True
+            )
+            return str(self)
+
+    def __deepcopy__(self, memo):
+        return self  # immutable; traitlets deep-copies config values
 
 
 # --- inside the service: Hub OAuth for browsers ------------------------------------------

@@ -64,6 +64,9 @@ class User:
     name: str
     groups: frozenset = frozenset()
     admin: bool = False
+    # The Hub scopes of the caller's token (empty for other authenticators): what a
+    # request beyond the cluster API may need, such as read:metrics.
+    scopes: frozenset = frozenset()
 
     def may_view(self, cluster: Cluster, as_admin: bool = True) -> bool:
         """Owner, members of a group the cluster is shared with, and admins.

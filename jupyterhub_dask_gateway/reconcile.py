@@ -36,6 +36,7 @@ from traitlets.config import LoggingConfigurable
 from .addresses import REPORTED
 from .backends.base import Backend, tail_summary
 from .errors import Conflict, Forbidden, GatewayError, InvalidOptions, NotFound
+from .events import Event, EventLog
 from .listing import ListingCache
 from .models import Cluster, ClusterStatus, JobStatus, User, Worker
 from .options import Options, String
@@ -50,6 +51,8 @@ from .workqueue import WorkQueue
 MAX_WORKERS = 10_000
 # Worker records created per reconcile pass (the rest follow in the next passes).
 WORKERS_PER_PASS = 100
+# Why a worker the scheduler lost without being asked to close it failed.
+LEFT_UNEXPECTEDLY = "Worker left the scheduler unexpectedly"
 # The cluster option that shares a cluster with groups (``sharing_option``).
 SHARING_FIELD = String("shared_groups", "", label="Share with groups (comma-separated)")
 
@@ -95,18 +98,41 @@ class ClusterManager(LoggingConfigurable):
         self.clusters: dict[str, Cluster] = {}
         self.routes = RouteTable()
         self.listings = ListingCache()
+        self.events = EventLog()
         self._work = WorkQueue(self.retry_base_delay, self.retry_max_delay)
         self._ready: dict[str, asyncio.Event] = {}
         self._worker_failures: dict[str, int] = {}
         self._tasks: list[asyncio.Task] = []
+        self._events_since_trim = 0
         self._http = AsyncHTTPClient(force_instance=True)
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
+    def _record(self, cluster: Cluster, kind: str, message: str, worker: str | None = None):
+        """Add to the cluster's history (memory, store, listeners such as the metrics)."""
+        event = Event(self._now_ms(), kind, message[:2000], worker)
+        self.events.record(cluster.name, event)
+        self.store.add_event(cluster.name, event)
+        self._events_since_trim += 1
+        if self._events_since_trim >= self.events.limit // 4:
+            self._events_since_trim = 0
+            for name in self._events_to_trim():
+                self.store.trim_events(name, self.events.limit)
+
+    def _events_to_trim(self) -> list[str]:
+        return [
+            c.name
+            for c in self.clusters.values()
+            if len(self.events.of(c.name)) >= self.events.limit
+        ]
+
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self):
         self.clusters = self.store.load()
+        for name, events in self.store.load_events().items():
+            if name in self.clusters:
+                self.events.load(name, events)
         self.listings.changed()
         now = self.clock()
         for cluster in self.clusters.values():
@@ -233,12 +259,18 @@ class ClusterManager(LoggingConfigurable):
         self.store.add_cluster(cluster)
         self.listings.changed(cluster)
         self.log.info("Created cluster %s for user %s", name, user.name)
+        self._record(
+            cluster, "created", f"Created by {user.name} with options {json.dumps(values)}"
+        )
         self.queue(cluster)
         return cluster
 
     def stop(self, cluster: Cluster, reason: str = "") -> None:
         if cluster.active:
             self.log.info("Stopping cluster %s%s", cluster.name, f" ({reason})" if reason else "")
+            self._record(
+                cluster, "stop_requested", f"Stop {reason}" if reason else "Stop requested"
+            )
             self._set_target(cluster, JobStatus.STOPPED, reason)
 
     def worker_ceiling(self, cluster: Cluster) -> int | None:
@@ -267,7 +299,7 @@ class ClusterManager(LoggingConfigurable):
             n = quota
         return n, msg
 
-    async def scale(self, cluster: Cluster, count) -> tuple[bool, str | None]:
+    async def scale(self, cluster: Cluster, count, by: str = "") -> tuple[bool, str | None]:
         if not _is_count(count):
             raise InvalidOptions(f"Scale expects a non-negative integer, got {count!r}")
         if count > MAX_WORKERS:
@@ -285,10 +317,11 @@ class ClusterManager(LoggingConfigurable):
             cluster.count, cluster.adaptive = previous
             raise
         self._save(cluster)
+        self._record(cluster, "scaled", f"Scaled to {count} workers" + (f" by {by}" if by else ""))
         self.queue(cluster)
         return msg is None, msg
 
-    async def adapt(self, cluster: Cluster, minimum, maximum, active=True):
+    async def adapt(self, cluster: Cluster, minimum, maximum, active=True, by: str = ""):
         for label, value in (("minimum", minimum), ("maximum", maximum)):
             if value is not None and not (_is_count(value) and value <= MAX_WORKERS):
                 raise InvalidOptions(
@@ -322,6 +355,12 @@ class ClusterManager(LoggingConfigurable):
             cluster.adaptive = previous
             raise
         self._save(cluster)
+        who = f" by {by}" if by else ""
+        self._record(
+            cluster,
+            "adapted",
+            f"Adaptive scaling from {lo} to {hi} workers{who}" if active else f"Adaptive off{who}",
+        )
         return msg is None, msg
 
     def _require_running(self, cluster):
@@ -416,6 +455,7 @@ class ClusterManager(LoggingConfigurable):
             self.log.info(
                 "Cluster %s is running (scheduler %s)", cluster.name, cluster.scheduler_address
             )
+            self._record(cluster, "started", f"Scheduler running at {cluster.scheduler_address}")
             changed = True
         # The path comes from our backend, never from the message: a scheduler runs user
         # code and must not point the proxy at a socket of its choosing.
@@ -432,7 +472,9 @@ class ClusterManager(LoggingConfigurable):
         if cluster.adaptive and _is_count(count) and count != cluster.count:
             lo, hi = cluster.adaptive["minimum"], cluster.adaptive["maximum"]
             count, _ = self.clamp_workers(cluster, min(max(count, lo), hi))
-            changed |= self._set_count(cluster, count)
+            if self._set_count(cluster, count):
+                changed = True
+                self._record(cluster, "scaled", f"Adaptive scaling asked for {count} workers")
         self._apply_workers(cluster, msg)
         changed |= self._trim_pending_workers(cluster)
         if changed:
@@ -448,12 +490,17 @@ class ClusterManager(LoggingConfigurable):
                 continue
             if w.name in closed:
                 expected = w.close_expected or w.target.done
+                # An unexpected departure is recorded once the backend says how the
+                # process ended (``_explain_departures``, in the next pass).
                 self._set_worker_target(
                     cluster,
                     w,
                     JobStatus.STOPPED if expected else JobStatus.FAILED,
-                    "" if expected else "Worker left the scheduler unexpectedly",
+                    "" if expected else LEFT_UNEXPECTEDLY,
+                    record=expected,
                 )
+                if expected:
+                    self._record(cluster, "worker_stopped", "Worker left the scheduler", w.name)
                 continue
             if w.name in closing and not w.close_expected:
                 w.close_expected = True
@@ -466,6 +513,7 @@ class ClusterManager(LoggingConfigurable):
                     w.status = JobStatus.RUNNING
                     self._worker_failures.pop(cluster.name, None)
                     self.store.update_worker(w)
+                    self._record(cluster, "worker_running", "Worker joined the scheduler", w.name)
 
     def _set_count(self, cluster: Cluster, count: int) -> bool:
         """The one place a cluster's target worker count changes; whether it did."""
@@ -512,16 +560,21 @@ class ClusterManager(LoggingConfigurable):
         self.queue(cluster)
 
     def _fail(self, cluster: Cluster, reason: str) -> None:
+        if cluster.target.done:
+            return
         self.log.warning("Cluster %s failed: %s", cluster.name, reason)
+        self._record(cluster, "failed", reason)
         self._set_target(cluster, JobStatus.FAILED, reason)
 
-    def _set_worker_target(self, cluster, worker, target, reason=""):
+    def _set_worker_target(self, cluster, worker, target, reason="", record=True):
         if worker.target.done:
             return
         worker.target = target
         if reason:
             worker.reason = reason
             self.log.warning("Cluster %s: worker %s: %s", cluster.name, worker.name, reason)
+            if target == JobStatus.FAILED and record:
+                self._record(cluster, "worker_failed", reason, worker.name)
         self.store.update_worker(worker)
         self.queue(cluster)
 
@@ -572,6 +625,9 @@ class ClusterManager(LoggingConfigurable):
                 self._fail(cluster, f"{what}: {message}{after}")
             return
         delay = self._work.retry(cluster.name)
+        self._record(
+            cluster, "retrying", f"{what}: {message}; retrying in {delay:g} s (attempt {attempts})"
+        )
         self.log.warning(
             "Cluster %s: %s: %s; retrying in %.1f s (attempt %d of %d)",
             cluster.name,
@@ -604,6 +660,9 @@ class ClusterManager(LoggingConfigurable):
     async def _reconcile_workers(self, cluster):
         # Stop workers whose target is done.
         to_stop = [w for w in cluster.workers.values() if w.target.done and not w.status.done]
+        await self._explain_departures(
+            cluster, [w for w in to_stop if w.reason == LEFT_UNEXPECTEDLY]
+        )
         await self._bounded(self._stop_worker(cluster, w) for w in to_stop)
         # Start new workers up to the target count.
         active = [w for w in cluster.workers.values() if not w.target.done]
@@ -632,6 +691,19 @@ class ClusterManager(LoggingConfigurable):
             cluster.workers = {k: v for k, v in cluster.workers.items() if k in keep}
             self.store.prune_workers(cluster.name, keep)
 
+    async def _explain_departures(self, cluster, workers) -> None:
+        """Workers the scheduler lost: how their processes ended (an exit code, a signal,
+        the last lines they printed), into their reason and the cluster's history."""
+        if not workers:
+            return
+        for w, (alive, why) in zip(
+            workers, await self.backend.check_workers(cluster, workers), strict=True
+        ):
+            if not alive and why:
+                w.reason = f"{LEFT_UNEXPECTEDLY}: {why}"
+                self.store.update_worker(w)
+            self._record(cluster, "worker_failed", w.reason, w.name)
+
     async def _bounded(self, coros):
         sem = asyncio.Semaphore(self.parallelism)
 
@@ -648,11 +720,13 @@ class ClusterManager(LoggingConfigurable):
             )
             worker.status = JobStatus.SUBMITTED
             worker.start_time = self._now_ms()
+            self._record(cluster, "worker_started", "Worker started", worker.name)
         except Exception as exc:
             worker.status = worker.target = JobStatus.FAILED
             worker.reason = f"Worker failed to start: {getattr(exc, 'message', exc)}"
             worker.stop_time = self._now_ms()
             self.log.warning("Cluster %s: %s", cluster.name, worker.reason)
+            self._record(cluster, "worker_failed", worker.reason, worker.name)
             self._count_worker_failure(cluster, worker.reason)
         self.store.update_worker(worker)
         if worker.target.done:
@@ -693,6 +767,11 @@ class ClusterManager(LoggingConfigurable):
         cluster.stop_time = self._now_ms()
         cluster.count = 0
         self._save(cluster)
+        self._record(
+            cluster,
+            "stopped",
+            "Stopped" if cluster.status == JobStatus.STOPPED else "Stopped after the failure",
+        )
         self._event(cluster).set()
         self._worker_failures.pop(cluster.name, None)
         self.log.info(
@@ -784,6 +863,7 @@ class ClusterManager(LoggingConfigurable):
         for name in self.store.prune(self.db_cluster_max_age):
             self.clusters.pop(name, None)
             self._ready.pop(name, None)
+            self.events.forget(name)
         self.listings.changed()
 
 

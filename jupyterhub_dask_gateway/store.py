@@ -32,6 +32,7 @@ from sqlalchemy import (
     update,
 )
 
+from .events import Event
 from .files import write_private
 from .models import Cluster, JobStatus, Worker
 
@@ -96,6 +97,19 @@ def load_or_create_key_file(path: str) -> list[bytes]:
     # crash must not keep the database's secrets and lose the key to them
     write_private(path, key + b"\n", exclusive=True, durable=True)
     return [key]
+
+
+# A cluster's history (events.Event); the manager keeps the last EventLog.limit each.
+events_table = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("cluster_name", String(255), nullable=False, index=True),
+    Column("time", Integer, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("worker", String(255), nullable=True),
+)
 
 
 class Store:
@@ -193,6 +207,36 @@ class Store:
                 .values(**self._worker_row(w))
             )
 
+    # --- events --------------------------------------------------------------------------
+    def add_event(self, cluster_name: str, e: Event) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(events_table).values(cluster_name=cluster_name, **e.to_dict()))
+
+    def trim_events(self, cluster_name: str, keep: int) -> None:
+        """Delete all but the newest ``keep`` events of a cluster."""
+        with self.engine.begin() as conn:
+            newest = (
+                select(events_table.c.id)
+                .where(events_table.c.cluster_name == cluster_name)
+                .order_by(events_table.c.id.desc())
+                .limit(keep)
+            )
+            conn.execute(
+                delete(events_table).where(
+                    (events_table.c.cluster_name == cluster_name)
+                    & events_table.c.id.not_in(newest.scalar_subquery())
+                )
+            )
+
+    def load_events(self) -> dict[str, list[Event]]:
+        """Every cluster's events, oldest first."""
+        out: dict[str, list[Event]] = {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(events_table).order_by(events_table.c.id)).mappings()
+            for row in rows:
+                out.setdefault(row["cluster_name"], []).append(Event.from_dict(row))
+        return out
+
     # --- loading and pruning -----------------------------------------------------------
     def load(self) -> dict[str, Cluster]:
         """All clusters with their workers, secrets decrypted."""
@@ -254,6 +298,7 @@ class Store:
             ]
             if names:
                 conn.execute(delete(workers_table).where(workers_table.c.cluster_name.in_(names)))
+                conn.execute(delete(events_table).where(events_table.c.cluster_name.in_(names)))
                 conn.execute(delete(clusters_table).where(clusters_table.c.name.in_(names)))
         return names
 

@@ -31,6 +31,8 @@ except ImportError:
 
 # Plain helpers live in a module of their own, so test modules can import them whatever
 # conftest.py pytest loaded last (tests/ui has one too); they are re-exported here.
+# The cluster manager's unit-test fixtures (``make_manager``, ``clock``).
+from fakes import clock, make_manager  # noqa: F401
 from helpers import (
     PASSWORD,
     TEST_ACCOUNTS,
@@ -216,6 +218,13 @@ class Hub:
         Poll the managed service every second instead of every 30 s.
     base_url : str
         The Hub's base URL (``/`` or e.g. ``/jupyter/``); ``url`` includes it.
+    hub_address : str
+        Lines that set the Hub's address, ``{port}`` and ``{base_url}`` filled in (default:
+        ``bind_url``); the proxy must end up on 127.0.0.1:``port`` under ``base_url``.
+    address_after_call : bool
+        Place ``hub_address`` after ``configure_jupyterhub`` instead of before it.
+    configure_args : str
+        More keyword arguments of the call, on one line, ``{port}`` filled in.
     """
 
     def __init__(
@@ -225,6 +234,9 @@ class Hub:
         gateway_config: str = "",
         fast_service_restart: bool = False,
         base_url: str = "/",
+        hub_address: str = 'c.JupyterHub.bind_url = "http://127.0.0.1:{port}{base_url}"',
+        address_after_call: bool = False,
+        configure_args: str = "",
     ):
         if not shutil.which("configurable-http-proxy"):
             pytest.skip("configurable-http-proxy is not installed (npm)")
@@ -239,12 +251,15 @@ class Hub:
         self.log_path = self.directory / "jupyterhub.log"
         self.config_path = self.directory / "jupyterhub_config.py"
         run = self.directory
+        address = textwrap.dedent(hub_address).replace("{port}", str(self.port))
+        address = address.replace("{base_url}", self.base_url) + "\n"
+        configure_args = configure_args.strip().replace("{port}", str(self.port))
+        configure_args = " " + configure_args if configure_args else ""
         self.config_path.write_text(
             textwrap.dedent(
                 f"""
                 import jupyterhub_dask_gateway
 
-                c.JupyterHub.bind_url = "http://127.0.0.1:{self.port}{self.base_url}"
                 c.JupyterHub.hub_ip = "127.0.0.1"
                 c.JupyterHub.hub_port = {free_port()}
                 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
@@ -269,6 +284,7 @@ class Hub:
                 ]
                 """
             )
+            + ("" if address_after_call else address)
             + textwrap.dedent(hub_config)
             + textwrap.dedent(
                 f"""
@@ -277,7 +293,7 @@ class Hub:
                     url="http://127.0.0.1:{free_port()}",
                     proxy_address="127.0.0.1:{self.proxy_port}",
                     state_dir="{self.state_dir}",
-                    cluster_heartbeat_period=2,
+                    cluster_heartbeat_period=2,{configure_args}
                 )
                 c.ClusterConfig.worker_memory = "512 M"
                 c.ClusterConfig.scheduler_memory = "512 M"
@@ -285,6 +301,7 @@ class Hub:
                 c.LocalBackend.sigint_timeout = 3
                 """
             )
+            + (address if address_after_call else "")
             + textwrap.dedent(gateway_config)
             + (FAST_SERVICE_RESTART if fast_service_restart else "")
         )

@@ -53,6 +53,8 @@ class FakeGatewayState:
         self.clusters = {}
         self.requests = []
         self.details = True  # serve /api/v1/cluster-details (our gateway) or not (upstream)
+        self.events = {}  # cluster name -> the events the gateway answers with
+        self.logs = {}  # (cluster name, process) -> log text
         self.fail_with = None  # (status, body) to answer every API call with
 
     def add(self, name, owner="alice", status="RUNNING", **extra):
@@ -177,6 +179,27 @@ class Adapt(FakeHandler):
         self.finish({"ok": True, "msg": None})
 
 
+class Events(FakeHandler):
+    def get(self, name):
+        self.cluster(name)
+        self.finish({"events": self.state.events.get(name, [])})
+
+
+class Logs(FakeHandler):
+    def get(self, name):
+        self.cluster(name)
+        process = self.get_query_argument("process", "scheduler")
+        processes = sorted({p for (n, p) in self.state.logs if n == name})
+        if (name, process) not in self.state.logs:
+            self.set_status(404)
+            return self.finish({"error": f"No log of {process} in cluster {name}"})
+        lines = self.state.logs[name, process].splitlines()
+        tail = int(self.get_query_argument("tail", "100"))
+        text = "\n".join(lines[-tail:])
+        # an extra field stands for whatever the gateway may add later
+        self.finish({"process": process, "text": text, "processes": processes, "path": "/x"})
+
+
 def fake_gateway_app(state, prefix="/services/dask-gateway"):
     kw = {"state": state}
     return web.Application(
@@ -189,6 +212,8 @@ def fake_gateway_app(state, prefix="/services/dask-gateway"):
             (prefix + "/api/v1/clusters/?", Clusters, kw),
             (prefix + "/api/v1/clusters/([^/]+)/scale", Scale, kw),
             (prefix + "/api/v1/clusters/([^/]+)/adapt", Adapt, kw),
+            (prefix + "/api/v1/clusters/([^/]+)/events", Events, kw),
+            (prefix + "/api/v1/clusters/([^/]+)/logs", Logs, kw),
             (prefix + "/api/v1/clusters/([^/]+)", Clusters, kw),
         ]
     )
@@ -298,15 +323,16 @@ def relay(jp_fetch, jp_asyncio_loop):
 
 @pytest.fixture
 def wait_relay(relay, jp_asyncio_loop):
-    """``wait_relay(path, predicate, what)``: poll the relay until ``predicate(data)`` holds.
+    """``wait_relay(path, predicate, what)``: poll the relay until ``predicate(code, data)``
+    holds (``params``: the query).
 
     Sleeps on pytest-jupyter's loop so the Jupyter server keeps serving meanwhile.
     """
 
-    def wait(path, predicate, what, timeout=60):
+    def wait(path, predicate, what, timeout=60, params=None):
         deadline = time.monotonic() + timeout
         while True:
-            code, data = relay("GET", path, expect_error=True)
+            code, data = relay("GET", path, params=params, expect_error=True)
             if predicate(code, data):
                 return data
             if time.monotonic() > deadline:
@@ -380,6 +406,9 @@ def test_real_gateway_other_users_clusters_stay_hidden(relay, relay_gateway):
             assert code == 404 and "not found" in data["error"]
             code, data = relay("POST", f"clusters/{name}/scale", {"count": 1}, expect_error=True)
             assert code == 404
+            for path in ("events", "logs"):  # nor its history and logs
+                code, data = relay("GET", f"clusters/{name}/{path}", expect_error=True)
+                assert code == 404, path
             assert relay("GET", "clusters") == (200, {"clusters": []})
             # everyone's list is for admins only: a 403 with the gateway's reason
             code, data = relay("GET", "clusters", params={"all": "1"}, expect_error=True)
@@ -394,6 +423,36 @@ def test_real_gateway_bad_options_and_unknown_cluster(relay):
     assert code == 422 and "bogus" in data["error"]
     code, data = relay("GET", "clusters/0123456789abcdef", expect_error=True)
     assert code == 404 and "not found" in data["error"]
+
+
+@configured(address="real")
+def test_real_gateway_events_and_logs(relay, wait_relay, relay_gateway):
+    code, created = relay("POST", "clusters", {"cluster_options": {}})
+    name = created["name"]
+    try:
+        wait_relay(f"clusters/{name}", lambda c, d: d["status"] == "RUNNING", "RUNNING")
+        events = wait_relay(
+            f"clusters/{name}/events",
+            lambda c, d: c == 200 and "started" in {e["kind"] for e in d["events"]},
+            "the started event",
+        )["events"]
+        assert [e["kind"] for e in events][:2] == ["created", "started"]
+        assert all(set(e) == {"time", "kind", "message", "worker"} for e in events)
+        assert events == sorted(events, key=lambda e: e["time"])
+        logs = wait_relay(
+            f"clusters/{name}/logs",
+            lambda c, d: c == 200 and d["text"].strip(),
+            "scheduler log lines",
+            params={"tail": "20"},
+        )
+        assert logs["process"] == "scheduler" and "scheduler" in logs["processes"]
+        assert 0 < len(logs["text"].splitlines()) <= 20
+        code, data = relay(
+            "GET", f"clusters/{name}/logs", params={"process": "ab" * 16}, expect_error=True
+        )
+        assert code == 404
+    finally:
+        relay("DELETE", f"clusters/{name}")
 
 
 @configured(address="real")
@@ -611,8 +670,118 @@ def test_list_adds_details_and_strips_keys(relay, fake_gateway):
 
 def test_list_all_for_admins_passes_flag(relay, fake_gateway):
     state, _ = fake_gateway
-    relay("GET", "clusters", params={"all": "1"})
+    state.add("a" * 32, owner="alice")
+    state.add("b" * 32, owner="bob", status="FAILED", reason="Scheduler process exited")
+    code, data = relay("GET", "clusters", params={"all": "1"})
     assert state.requests[-1][1].endswith("/api/v1/cluster-details/?all=1")
+    # the admin's view needs the owner, and a failed cluster its reason
+    owners = {c["owner"]: c for c in data["clusters"]}
+    assert set(owners) == {"alice", "bob"}
+    assert owners["bob"]["reason"] == "Scheduler process exited"
+    assert "PRIVATE KEY" not in json.dumps(data)
+
+
+def test_list_status_filter_passes_through(relay, fake_gateway):
+    state, _ = fake_gateway
+    relay("GET", "clusters", params={"all": "1", "status": "running,FAILED"})
+    assert state.requests[-1][1].endswith("/cluster-details/?all=1&status=RUNNING%2CFAILED")
+    before = len(state.requests)
+    code, data = relay("GET", "clusters", params={"status": "RUNNING,BROKEN"}, expect_error=True)
+    assert code == 400 and "status must be" in data["error"]
+    assert len(state.requests) == before
+
+
+CLUSTER = "0123456789abcdef0123456789abcdef"
+WORKER = "fedcba9876543210fedcba9876543210"
+
+
+def test_events_are_relayed_from_an_allow_list(relay, fake_gateway):
+    state, _ = fake_gateway
+    state.add(CLUSTER)
+    state.events[CLUSTER] = [
+        {"time": 1_700_000_000_000, "kind": "created", "message": "Created", "worker": None},
+        {
+            "time": 1_700_000_001_000,
+            "kind": "worker_started",
+            "message": "Worker started",
+            "worker": WORKER,
+            "token": "must-not-pass",
+        },
+    ]
+    code, data = relay("GET", f"clusters/{CLUSTER}/events")
+    assert code == 200
+    assert data == {
+        "events": [
+            {"time": 1_700_000_000_000, "kind": "created", "message": "Created", "worker": None},
+            {
+                "time": 1_700_000_001_000,
+                "kind": "worker_started",
+                "message": "Worker started",
+                "worker": WORKER,
+            },
+        ]
+    }
+    assert state.requests[-1][:2] == (
+        "GET",
+        f"/services/dask-gateway/api/v1/clusters/{CLUSTER}/events",
+    )
+
+
+def test_logs_are_relayed(relay, fake_gateway):
+    state, _ = fake_gateway
+    state.add(CLUSTER)
+    state.logs[CLUSTER, "scheduler"] = "\n".join(f"line {i}" for i in range(10))
+    state.logs[CLUSTER, WORKER] = "worker says hi"
+    code, data = relay("GET", f"clusters/{CLUSTER}/logs", params={"tail": "3"})
+    assert code == 200
+    assert data == {
+        "process": "scheduler",
+        "text": "line 7\nline 8\nline 9",
+        "processes": sorted(["scheduler", WORKER]),
+    }
+    assert state.requests[-1][1].endswith(f"/{CLUSTER}/logs?process=scheduler&tail=3")
+    code, data = relay("GET", f"clusters/{CLUSTER}/logs", params={"process": WORKER})
+    assert code == 200 and data["text"] == "worker says hi"
+    assert state.requests[-1][1].endswith("&tail=100")  # the default
+    # a process without a log: the gateway's 404 and its words
+    code, data = relay(
+        "GET", f"clusters/{CLUSTER}/logs", params={"process": "ab" * 16}, expect_error=True
+    )
+    assert code == 404 and "No log of" in data["error"]
+
+
+def test_events_and_logs_of_a_cluster_not_ours(relay, fake_gateway):
+    state, _ = fake_gateway
+    state.add(CLUSTER, owner="bob")
+    state.fail_with = (403, {"error": "Only the owner and admins may read this cluster's logs"})
+    for path in ("events", "logs"):
+        code, data = relay("GET", f"clusters/{CLUSTER}/{path}", expect_error=True)
+        assert code == 403 and "owner and admins" in data["error"]
+
+
+@pytest.mark.parametrize(
+    "path, params, fragment",
+    [
+        ("clusters/abc/events", None, "not a cluster name"),
+        (f"clusters/{CLUSTER.upper()}/logs", None, "not a cluster name"),
+        (f"clusters/{CLUSTER}x/logs", None, "not a cluster name"),
+        (f"clusters/{CLUSTER}/logs", {"process": "Scheduler"}, "process must be"),
+        (f"clusters/{CLUSTER}/logs", {"process": "../../etc"}, "process must be"),
+        (f"clusters/{CLUSTER}/logs", {"process": ""}, "process must be"),
+        (f"clusters/{CLUSTER}/logs", {"process": "a" * 65}, "process must be"),
+        (f"clusters/{CLUSTER}/logs", {"tail": "0"}, "tail must be"),
+        (f"clusters/{CLUSTER}/logs", {"tail": "1001"}, "tail must be"),
+        (f"clusters/{CLUSTER}/logs", {"tail": "-1"}, "tail must be"),
+        (f"clusters/{CLUSTER}/logs", {"tail": "ten"}, "tail must be"),
+        (f"clusters/{CLUSTER}/logs", {"tail": "1e3"}, "tail must be"),
+    ],
+)
+def test_bad_events_and_logs_requests_are_400(relay, fake_gateway, path, params, fragment):
+    fake_gateway[0].add(CLUSTER)
+    before = len(fake_gateway[0].requests)
+    code, data = relay("GET", path, params=params, expect_error=True)
+    assert code == 400 and fragment in data["error"]
+    assert len(fake_gateway[0].requests) == before  # nothing reached the gateway
 
 
 def test_list_falls_back_to_plain_gateway(relay, fake_gateway):

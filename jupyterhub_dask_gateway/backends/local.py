@@ -26,6 +26,7 @@ import signal
 import socket
 import sys
 import time
+from collections import OrderedDict
 
 import psutil
 from traitlets import Bool, Float, Integer, List, Unicode, default
@@ -38,7 +39,7 @@ from ..accounts import (
     read_tail_as_root,
 )
 from ..addresses import join_hostport
-from ..errors import BackendError, StartupError
+from ..errors import BackendError, CannotStart, StartupError
 from ..files import write_private
 from .base import Backend, tail_summary
 
@@ -114,6 +115,8 @@ class LocalBackend(Backend):
         super().__init__(**kwargs)
         self._pool: list[asyncio.subprocess.Process] = []
         self._children: dict[int, asyncio.subprocess.Process] = {}
+        # log path -> the first bytes a cold launcher wrote before its log was open.
+        self._early_output: OrderedDict[str, bytes] = OrderedDict()
         self._refill_task: asyncio.Task | None = None
         self._closing = False
 
@@ -204,20 +207,50 @@ class LocalBackend(Backend):
                 return
             self._pool.append(proc)
 
-    async def _start_launcher(self, python: str) -> asyncio.subprocess.Process:
+    async def _start_launcher(self, python: str, log: str = "") -> asyncio.subprocess.Process:
         # The environment is the inherited allow-list only: nothing of the gateway's
         # (its Hub token, the proxy token) ever reaches a process a user will own.
-        return await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             python,
             "-m",
             _LAUNCHER,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE if log else asyncio.subprocess.DEVNULL,
             start_new_session=True,
             env=clean_environment(self.inherited_environment),
             cwd="/",
         )
+        if log:
+            # Another Python (ClusterConfig.python) may fail before the launcher has
+            # moved its output into the user's log (a broken environment, a missing
+            # module): keep the start of what it printed, under the log's name, for the
+            # failure's reason and the logs endpoint.
+            self._early_output[log] = b""
+            while len(self._early_output) > EARLY_OUTPUT_KEPT:
+                self._early_output.popitem(last=False)
+            asyncio.get_running_loop().create_task(self._keep_early_output(proc, log))
+        return proc
+
+    async def _why_it_exited(self, proc, python: str, module: str, log: str) -> str:
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:
+            pass
+        await asyncio.sleep(0)  # let the reader take the last of its output
+        early = self._early_output.get(log, b"")
+        tail = tail_summary(early.decode(errors="replace"))
+        code = describe_exit(proc.returncode) if proc.returncode is not None else ""
+        return f"{python} exited{code} before it could start {module}" + (
+            f": {tail}" if tail else ""
+        )
+
+    async def _keep_early_output(self, proc: asyncio.subprocess.Process, log: str) -> None:
+        while len(self._early_output.get(log, b"")) < EARLY_OUTPUT_LIMIT:
+            chunk = await proc.stderr.read(4096)
+            if not chunk or log not in self._early_output:
+                break
+            self._early_output[log] = (self._early_output[log] + chunk)[:EARLY_OUTPUT_LIMIT]
 
     # --- process helpers ----------------------------------------------------------------
     def _workdir(self, cluster) -> str:
@@ -250,6 +283,10 @@ class LocalBackend(Backend):
             for sub in ("logs", ".certs", ""):
                 os.lchown(os.path.join(workdir, sub), account.uid, account.gid)
         return workdir
+
+    def _log_path(self, cluster, worker=None) -> str:
+        name = "scheduler.log" if worker is None else f"worker-{worker.name}.log"
+        return os.path.join(self._workdir(cluster), "logs", name)
 
     def _tls_paths(self, workdir: str) -> tuple[str, str]:
         certs = os.path.join(workdir, ".certs")
@@ -288,11 +325,11 @@ class LocalBackend(Backend):
             self._schedule_refill()
         if proc is None:
             try:
-                proc = await self._start_launcher(python)
+                proc = await self._start_launcher(python, log=log)
             except OSError as exc:
                 raise BackendError(f"Could not start {python}: {exc}") from None
             if not await self._send(proc, line):
-                raise BackendError(f"{python} exited before it could start {module}")
+                raise CannotStart(await self._why_it_exited(proc, python, module, log))
         self._children[proc.pid] = proc
         try:
             created = psutil.Process(proc.pid).create_time()
@@ -387,7 +424,7 @@ class LocalBackend(Backend):
             # guess, so the proxy checks the listener's uid and pid (proxy/handoff.py).
             full_env["JHDG_HANDOFF_SOCKET"] = f"@jhdg-handoff-{secrets.token_hex(16)}"
             full_env["JHDG_HANDOFF_PEER_UID"] = str(os.getuid())
-        log = os.path.join(workdir, "logs", "scheduler.log")
+        log = self._log_path(cluster)
         argv = self.scheduler_command(cluster)
         state = await self._launch(argv, full_env, workdir, log, account)
         state["workdir"] = workdir
@@ -430,7 +467,7 @@ class LocalBackend(Backend):
         account = await self._account(cluster.username)
         workdir = cluster.state.get("workdir") or self._workdir(cluster)
         full_env = self._process_env(cluster, env, account, "worker", workdir)
-        log = os.path.join(workdir, "logs", f"worker-{worker.name}.log")
+        log = self._log_path(cluster, worker)
         argv = self.worker_command(cluster, worker)
         return await self._launch(argv, full_env, workdir, log, account)
 
@@ -445,17 +482,45 @@ class LocalBackend(Backend):
 
     async def log_tail(self, cluster, worker=None, lines=50) -> str:
         state = (cluster.state if worker is None else worker.state) or {}
-        return await asyncio.to_thread(self._read_log, state, lines)
+        text = await asyncio.to_thread(self._read_log, state, lines)
+        log = state.get("log") or self._log_path(cluster, worker)
+        early = self._early_output.get(log, b"")
+        if early and not text.strip():
+            return "\n".join(early.decode(errors="replace").splitlines()[-lines:])
+        return text
 
     async def _liveness(self, cluster, worker=None) -> tuple[bool, str]:
         state = (cluster.state if worker is None else worker.state) or {}
         if self._alive(state):
             return True, ""
         child = self._children.get(state.get("pid"))
-        code = f" with status {child.returncode}" if child and child.returncode is not None else ""
+        if child is not None and child.returncode is None:
+            # Just died: the child watcher has not reaped it yet.
+            try:
+                await asyncio.wait_for(child.wait(), 1)
+            except TimeoutError:
+                pass
+        code = describe_exit(child.returncode) if child and child.returncode is not None else ""
         tail = tail_summary(await self.log_tail(cluster, worker, lines=5))
         what = "Scheduler" if worker is None else "Worker"
         return False, f"{what} process exited{code}" + (f": {tail}" if tail else "")
+
+
+# How much of a cold launcher's early output is kept (per process, until it is stopped).
+EARLY_OUTPUT_LIMIT = 16 * 1024
+# ... and for how many processes (the most recent): a bound on the memory it takes.
+EARLY_OUTPUT_KEPT = 256
+
+
+def describe_exit(returncode: int) -> str:
+    """`` with status 1`` or `` killed by SIGKILL (signal 9)`` for a child's return code."""
+    if returncode >= 0:
+        return f" with status {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = "a signal"
+    return f" killed by {name} (signal {-returncode})"
 
 
 def _listening(pid: int) -> set:

@@ -4,6 +4,8 @@
   jupyterhub_dask_gateway.proxy``): TLS routed by SNI to schedulers, anything
   else to the gateway's HTTP API.
 - :mod:`.sni` is the pure ClientHello parser the TCP proxy routes with.
+- :mod:`.stats` holds the TCP proxy's counters and the header that carries them to
+  the gateway (its metrics).
 - :mod:`.dashboard` is the tornado handler the gateway mounts to reverse-proxy
   scheduler dashboards (HTTP and websockets).
 

@@ -36,6 +36,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from ..addresses import join_hostport, split_hostport
 from .handoff import HandedOff, HandoffTarget, hand_off, pause_listener, readable
 from .sni import INVALID, MAX_HELLO_SIZE, NEED_MORE, NOT_TLS, SNIResult, parse_sni
+from .stats import HEADER as STATS_HEADER
+from .stats import ProxyStats
 
 __all__ = ["SNI_PREFIX", "RouteSync", "TCPProxy", "parse_host_port", "run_proxy"]
 
@@ -84,10 +86,15 @@ class _SharedBuffer:
 
 
 class _Half(asyncio.BufferedProtocol):
-    """One socket of a spliced connection; whatever it reads goes to ``peer``."""
+    """One socket of a spliced connection; whatever it reads goes to ``peer``.
 
-    def __init__(self, proxy: TCPProxy):
+    ``direction`` is where its reads count in the proxy's byte counters
+    (``ProxyStats.IN`` for the client's socket, ``OUT`` for the target's).
+    """
+
+    def __init__(self, proxy: TCPProxy, direction: int):
         self.proxy = proxy
+        self.direction = direction
         self.transport: asyncio.Transport | None = None
         self.peer: _Half | None = None
         self.eof = False
@@ -109,6 +116,7 @@ class _Half(asyncio.BufferedProtocol):
         return self.proxy._buffer.view
 
     def buffer_updated(self, nbytes):
+        self.proxy.stats.bytes[self.direction] += nbytes
         peer = self.peer
         if peer is None or peer.transport is None:
             # Before CPython 3.11.3 a pause_reading() made in connection_made is undone
@@ -212,6 +220,9 @@ class RouteSync:
         Seconds to wait for the TCP connection to the gateway.
     backoff_min, backoff_max : float
         Retry delays in seconds after an error (doubling from min to max).
+    report : callable or None
+        Returns the proxy's counters (``stats.ProxyStats.encode``), sent with every
+        request in the ``X-Dask-Gateway-Proxy-Stats`` header.
     """
 
     def __init__(
@@ -224,8 +235,10 @@ class RouteSync:
         connect_timeout: float = 10.0,
         backoff_min: float = 0.1,
         backoff_max: float = 5.0,
+        report=None,
     ):
         self.url = gateway_url.rstrip("/") + "/api/v1/routes"
+        self.report = report
         self.token = token
         self.on_update = on_update
         self.poll_timeout = poll_timeout
@@ -257,9 +270,12 @@ class RouteSync:
     async def fetch(self, since: int | None):
         """One request; returns ``(version, routes, handoff, http_handoff)`` or raises."""
         url = self.url if since is None else f"{self.url}?since={since}"
+        headers = {"Authorization": f"token {self.token}", "Accept": "application/json"}
+        if self.report is not None:
+            headers[STATS_HEADER] = self.report()
         response = await self._client.fetch(
             url,
-            headers={"Authorization": f"token {self.token}", "Accept": "application/json"},
+            headers=headers,
             connect_timeout=self.connect_timeout,
             request_timeout=self.poll_timeout,
             follow_redirects=False,
@@ -305,6 +321,11 @@ class RouteSync:
             if unchanged and time.monotonic() - started < self.backoff_min:
                 # A gateway that answers at once without a change would make us spin.
                 await asyncio.sleep(self.backoff_min)
+
+
+def _kind(what: str) -> str:
+    """The connection kind of a target ``_choose`` described (``ProxyStats``' names)."""
+    return "scheduler" if what.startswith("cluster") else "http"
 
 
 def _describe(error: Exception) -> str:
@@ -393,14 +414,26 @@ class TCPProxy:
         self.routes_version: int | None = None
         self.address: tuple[str, int] | None = None
         self._buffer = _SharedBuffer(chunk_size)
+        # Counters the gateway exposes as metrics (sent with each route poll).
+        self.stats = ProxyStats()
         self._halves: set[_Half] = set()
         self._tasks: set[asyncio.Task] = set()
         self._listener: socket.socket | None = None
         self._sync = (
-            RouteSync(gateway_url, token, self.set_routes, poll_timeout=poll_timeout)
+            RouteSync(
+                gateway_url,
+                token,
+                self.set_routes,
+                poll_timeout=poll_timeout,
+                report=self._report,
+            )
             if gateway_url
             else None
         )
+
+    def _report(self) -> str:
+        spliced = sum(1 for half in self._halves if half.direction == ProxyStats.IN)
+        return self.stats.encode(spliced)
 
     @property
     def synced(self) -> asyncio.Event | None:
@@ -489,6 +522,7 @@ class TCPProxy:
         """Peek the hello, then hand the socket off, splice it, or close it."""
         try:
             target, what, receiver = await self._choose(sock, peer)
+            outcome = "refused"  # what a None target means, unless handed off
             if receiver is not None:
                 try:
                     taken = await hand_off(
@@ -498,9 +532,12 @@ class TCPProxy:
                         uid=receiver.uid,
                         pid=receiver.pid,
                     )
+                    if taken:
+                        outcome = f"{_kind(what)}_handoff"
                 except HandedOff as e:
                     log.warning("Closing %s: hand-off to %s unclear: %s", peer, what, e)
                     taken = True
+                    outcome = "failed"
                 if taken:
                     log.debug("Handed %s to %s", peer, what)
                     # Only our descriptor closes; the scheduler holds the connection.
@@ -510,6 +547,7 @@ class TCPProxy:
             sock.close()
             raise
         if target is None:
+            self.stats.count(outcome)
             sock.close()
         else:
             await self._splice(sock, peer, target, what)
@@ -541,13 +579,14 @@ class TCPProxy:
 
     async def _splice(self, sock: socket.socket, peer: str, target: tuple[str, int], what: str):
         loop = asyncio.get_running_loop()
-        inbound = _Half(self)
+        inbound = _Half(self, ProxyStats.IN)
         try:
             await loop.connect_accepted_socket(lambda: inbound, sock)
         except OSError as e:
             log.debug("Closing %s: %s", peer, e)
+            self.stats.count("failed")
             return sock.close()
-        upstream = _Half(self)
+        upstream = _Half(self, ProxyStats.OUT)
         upstream.peer = inbound
         try:
             await asyncio.wait_for(
@@ -557,8 +596,10 @@ class TCPProxy:
             log.warning(
                 "Could not connect %s to %s at %s:%d: %s", peer, what, *target, e or "timed out"
             )
+            self.stats.count("failed")
             inbound.transport.abort()
             return
+        self.stats.count(_kind(what))
         if inbound.lost:
             upstream.transport.close()
             return

@@ -3,8 +3,9 @@
 ``GatewayClient`` is the only code in the server extension that talks to the gateway: it
 adds the server's credentials, turns every failure into a ``RelayError`` whose message a
 user can act on, and leaves retries to the panel's poll. ``panel_cluster`` builds the
-cluster record the panel receives from an allow-list of fields, so TLS keys and anything
-the gateway adds later never reach the browser by accident.
+cluster record the panel receives from an allow-list of fields (``panel_event`` and
+``panel_logs`` do the same for a cluster's events and log tails), so TLS keys and
+anything the gateway adds later never reach the browser by accident.
 """
 
 from __future__ import annotations
@@ -105,6 +106,27 @@ def panel_cluster(raw: dict, public_address: str | None, now: float | None = Non
         "adaptive": adaptive,
         "shared_groups": [g for g in raw.get("shared_groups") or [] if isinstance(g, str)],
         "reason": raw.get("reason") if isinstance(raw.get("reason"), str) else "",
+    }
+
+
+def panel_event(raw: dict) -> dict:
+    """One event of a cluster's history, from an allow-list of fields."""
+    worker = raw.get("worker")
+    return {
+        "time": _number(raw.get("time"), int),
+        "kind": str(raw.get("kind", "")),
+        "message": str(raw.get("message", "")),
+        "worker": worker if isinstance(worker, str) else None,
+    }
+
+
+def panel_logs(raw: dict, process: str) -> dict:
+    """A log tail as the panel shows it: the process, its text and the processes with logs."""
+    text = raw.get("text")
+    return {
+        "process": raw.get("process") if isinstance(raw.get("process"), str) else process,
+        "text": text if isinstance(text, str) else "",
+        "processes": [p for p in raw.get("processes") or [] if isinstance(p, str)],
     }
 
 
@@ -256,13 +278,18 @@ class GatewayClient:
 
     # The calls the panel needs; names are quoted so a crafted one cannot change the path.
 
-    async def list_clusters(self, all_users=False) -> list[dict]:
+    async def list_clusters(self, all_users=False, statuses: str | None = None) -> list[dict]:
+        """The clusters the panel lists: ``all_users`` for an admin's view of everyone's,
+        ``statuses`` a comma-separated filter (the gateway's default: the active ones)."""
         raws = None
         if self._has_details is not False:
+            query = {}
+            if all_users:
+                query["all"] = "1"
+            if statuses:
+                query["status"] = statuses
             try:
-                reply = await self.request(
-                    "GET", "api/v1/cluster-details/", query={"all": "1"} if all_users else None
-                )
+                reply = await self.request("GET", "api/v1/cluster-details/", query=query or None)
                 raws = reply.get("clusters", []) if isinstance(reply, dict) else []
                 self._has_details = True
             except RelayError as e:
@@ -272,7 +299,7 @@ class GatewayClient:
                 self._has_details = False
         if raws is None:
             reply = await self.request(
-                "GET", "api/v1/clusters/", query={"status": "PENDING,RUNNING,STOPPING"}
+                "GET", "api/v1/clusters/", query={"status": statuses or "PENDING,RUNNING,STOPPING"}
             )
             raws = list(reply.values()) if isinstance(reply, dict) else []
         now = time.time()
@@ -308,6 +335,21 @@ class GatewayClient:
 
     async def stop(self, name: str) -> None:
         await self.request("DELETE", f"api/v1/clusters/{quote(name, safe='')}")
+
+    async def events(self, name: str) -> list[dict]:
+        """The cluster's history, oldest first (owner and admins only)."""
+        reply = await self.request("GET", f"api/v1/clusters/{quote(name, safe='')}/events")
+        raws = reply.get("events") if isinstance(reply, dict) else None
+        return [panel_event(r) for r in raws or [] if isinstance(r, dict)]
+
+    async def logs(self, name: str, process: str, tail: int) -> dict:
+        """The last ``tail`` lines of one of the cluster's processes, and which have logs."""
+        reply = await self.request(
+            "GET",
+            f"api/v1/clusters/{quote(name, safe='')}/logs",
+            query={"process": process, "tail": str(tail)},
+        )
+        return panel_logs(reply if isinstance(reply, dict) else {}, process)
 
     async def options(self) -> list:
         reply = await self.request("GET", "api/v1/options")

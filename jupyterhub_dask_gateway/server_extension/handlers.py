@@ -10,17 +10,22 @@ Routes (relative to the server's base URL)::
     GET    dask-gateway/config[?check=1]        what the panel needs to start: settings, the
                                                  gateway's view of the user, (its version)
     GET    dask-gateway/options                 the admin's cluster options spec
-    GET    dask-gateway/clusters[?all=1]         clusters with workers, cores, memory, dashboard
+    GET    dask-gateway/clusters[?all=1][&status=RUNNING,FAILED,...]
+                                                 clusters with workers, cores, memory, dashboard
     POST   dask-gateway/clusters                 {"cluster_options": {...}} -> 201 {"name"}
     GET    dask-gateway/clusters/<name>          one cluster
     DELETE dask-gateway/clusters/<name>          stop it -> 204
     POST   dask-gateway/clusters/<name>/scale    {"count": n}
     POST   dask-gateway/clusters/<name>/adapt    {"minimum": a, "maximum": b}
+    GET    dask-gateway/clusters/<name>/events   {"events": [{time, kind, message, worker}]}
+    GET    dask-gateway/clusters/<name>/logs?process=scheduler|<worker>&tail=<1..1000>
+                                                 {"process", "text", "processes"}
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
@@ -30,6 +35,29 @@ from tornado import web
 from .gateway import RelayError
 
 NAME = r"(?P<name>[^/]+)"
+# what the gateway generates (uuid4().hex); the routes that reach a cluster's processes
+# check names before anything is sent on
+CLUSTER_NAME = re.compile(r"[0-9a-f]{32}")
+PROCESS_NAME = re.compile(r"scheduler|[0-9a-f]{1,64}")
+STATUSES = ("PENDING", "RUNNING", "STOPPING", "STOPPED", "FAILED")
+MAX_TAIL = 1000
+
+
+def _cluster_name(name: str) -> str:
+    if not CLUSTER_NAME.fullmatch(name):
+        raise RelayError(400, f"{json.dumps(name)} is not a cluster name (32 hex characters)")
+    return name
+
+
+def _statuses(raw: str | None) -> str | None:
+    """A comma-separated status filter, checked and normalized (None: the gateway's default)."""
+    if raw is None:
+        return None
+    parts = [p.strip().upper() for p in raw.split(",") if p.strip()]
+    bad = [p for p in parts if p not in STATUSES]
+    if bad or not parts:
+        raise RelayError(400, f"status must be a comma-separated list of {', '.join(STATUSES)}")
+    return ",".join(parts)
 
 
 def _count(value, field, allow_none=False):
@@ -132,7 +160,9 @@ class ClustersHandler(RelayHandler):
     @authorized
     async def get(self):
         all_users = self.get_query_argument("all", "0") in ("1", "true")
-        self.write_json({"clusters": await self.gateway.list_clusters(all_users=all_users)})
+        statuses = _statuses(self.get_query_argument("status", None))
+        clusters = await self.gateway.list_clusters(all_users=all_users, statuses=statuses)
+        self.write_json({"clusters": clusters})
 
     @web.authenticated
     @authorized
@@ -181,6 +211,32 @@ class AdaptHandler(RelayHandler):
         self.write_json(await self.gateway.adapt(name, minimum, maximum, active))
 
 
+class EventsHandler(RelayHandler):
+    """A cluster's history (its owner and admins only: the gateway decides)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, name):
+        self.write_json({"events": await self.gateway.events(_cluster_name(name))})
+
+
+class LogsHandler(RelayHandler):
+    """The last lines of the scheduler's or a worker's log."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, name):
+        name = _cluster_name(name)
+        process = self.get_query_argument("process", "scheduler")
+        if not PROCESS_NAME.fullmatch(process):
+            raise RelayError(400, "process must be 'scheduler' or a worker name")
+        raw_tail = self.get_query_argument("tail", "100")
+        tail = int(raw_tail) if re.fullmatch(r"[0-9]{1,4}", raw_tail) else 0
+        if not 1 <= tail <= MAX_TAIL:
+            raise RelayError(400, f"tail must be a whole number from 1 to {MAX_TAIL}")
+        self.write_json(await self.gateway.logs(name, process, tail))
+
+
 def _version():
     from . import __version__
 
@@ -193,5 +249,7 @@ default_handlers = [
     (r"dask-gateway/clusters/?", ClustersHandler),
     (rf"dask-gateway/clusters/{NAME}/scale/?", ScaleHandler),
     (rf"dask-gateway/clusters/{NAME}/adapt/?", AdaptHandler),
+    (rf"dask-gateway/clusters/{NAME}/events/?", EventsHandler),
+    (rf"dask-gateway/clusters/{NAME}/logs/?", LogsHandler),
     (rf"dask-gateway/clusters/{NAME}/?", ClusterHandler),
 ]

@@ -8,7 +8,9 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
 import {
+  IClusterEvent,
   IClusterInfo,
+  IClusterLogs,
   IGatewayConfig,
   IOptionField,
   IScaleReply
@@ -100,11 +102,42 @@ export class GatewayAPI {
     return this._call(check ? 'config?check=1' : 'config');
   }
 
-  async listClusters(all = false): Promise<IClusterInfo[]> {
+  /**
+   * The clusters the user may see.
+   *
+   * @param all - an admin's view of every user's clusters
+   * @param statuses - which statuses to list (default: the gateway's, the active ones)
+   */
+  async listClusters(
+    all = false,
+    statuses?: ReadonlyArray<string>
+  ): Promise<IClusterInfo[]> {
+    const query = new URLSearchParams();
+    if (all) {
+      query.set('all', '1');
+    }
+    if (statuses?.length) {
+      query.set('status', statuses.join(','));
+    }
+    const search = query.toString();
     const reply = await this._call<{ clusters: IClusterInfo[] }>(
-      all ? 'clusters?all=1' : 'clusters'
+      search ? `clusters?${search}` : 'clusters'
     );
     return reply.clusters;
+  }
+
+  /** The cluster's history, oldest first (its owner and admins only). */
+  async events(name: string): Promise<IClusterEvent[]> {
+    const reply = await this._call<{ events: IClusterEvent[] }>(
+      `clusters/${quote(name)}/events`
+    );
+    return reply.events;
+  }
+
+  /** The last `tail` lines of the scheduler's (or a worker's) log. */
+  logs(name: string, process = 'scheduler', tail = 100): Promise<IClusterLogs> {
+    const query = new URLSearchParams({ process, tail: String(tail) });
+    return this._call(`clusters/${quote(name)}/logs?${query}`);
   }
 
   getCluster(name: string): Promise<IClusterInfo> {

@@ -13,6 +13,7 @@ import {
   Dialog,
   InputDialog,
   Notification,
+  WidgetTracker,
   showDialog
 } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
@@ -29,9 +30,16 @@ import {
 } from './dasklab';
 import { isSameOrigin, openDashboardTab } from './dashboard';
 import { connectionCode } from './format';
+import { ClusterLogsModel } from './logs';
+import { ClusterLogsWidget } from './logview';
 import { GatewayModel } from './model';
 import { GatewaySidebar, gatewayIcon } from './sidebar';
-import { CommandIDs, DaskLabCommandIDs, IClusterInfo } from './tokens';
+import {
+  CommandIDs,
+  DaskLabCommandIDs,
+  IClusterInfo,
+  PLUGIN_ID
+} from './tokens';
 
 /** How long "Show in dask-labextension" waits for it to reach the dashboard (ms). */
 export const DASK_LAB_DASHBOARD_TIMEOUT = 30_000;
@@ -43,6 +51,8 @@ export interface ICommandContext {
   trans: TranslationBundle;
   notebooks: INotebookTracker | null;
   settingRegistry: ISettingRegistry | null;
+  /** The open Logs views (for the layout restorer); one is made when not given. */
+  logs?: WidgetTracker<ClusterLogsWidget>;
   /** Current values of the settings that change what commands do. */
   settings: () => {
     confirmStop: boolean;
@@ -87,6 +97,9 @@ function absolute(url: string): string {
 export function addCommands(ctx: ICommandContext): void {
   const { app, model, sidebar, trans, notebooks } = ctx;
   const { commands, shell } = app;
+  const logs =
+    ctx.logs ??
+    new WidgetTracker<ClusterLogsWidget>({ namespace: 'dask-gateway-logs' });
 
   /** Run an action; show its failure unless the caller shows it; rethrow. */
   const report = async <T>(
@@ -251,12 +264,21 @@ export function addCommands(ctx: ICommandContext): void {
         return;
       }
       if (ctx.settings().confirmStop && args.confirm !== false) {
+        const user = model.config?.user ?? null;
+        const othersCluster =
+          !!cluster.owner && !!user && cluster.owner !== user;
         const result = await showDialog({
           title: trans.__('Stop cluster?'),
-          body: trans.__(
-            'Stop cluster %1? Its scheduler and workers shut down and any results held in memory are lost.',
-            cluster.name
-          ),
+          body: othersCluster
+            ? trans.__(
+                "Stop %1's cluster %2? Its scheduler and workers shut down and any results held in memory are lost.",
+                cluster.owner,
+                cluster.name
+              )
+            : trans.__(
+                'Stop cluster %1? Its scheduler and workers shut down and any results held in memory are lost.',
+                cluster.name
+              ),
           buttons: [
             Dialog.cancelButton({ label: trans.__('Cancel') }),
             Dialog.warnButton({ label: trans.__('Stop') })
@@ -370,6 +392,64 @@ export function addCommands(ctx: ICommandContext): void {
     }
   });
 
+  commands.addCommand(CommandIDs.showLogs, {
+    label: trans.__('Show Dask Gateway Cluster Logs'),
+    caption: trans.__(
+      "Open the cluster's events and its processes' logs; args: {name}"
+    ),
+    isEnabled: needsCluster,
+    execute: args => {
+      const cluster = targetCluster(ctx, args);
+      if (!cluster) {
+        return;
+      }
+      const name = cluster.name;
+      let widget = logs.find(w => w.model.name === name);
+      if (!widget) {
+        widget = new ClusterLogsWidget({
+          model: new ClusterLogsModel({
+            api: model.api,
+            name,
+            info: () => model.cluster(name)
+          }),
+          trans
+        });
+        void logs.add(widget);
+        shell.add(widget, 'main');
+      } else {
+        // reopened: show what is new since
+        void widget.model.refresh();
+      }
+      shell.activateById(widget.id);
+      return widget;
+    }
+  });
+
+  commands.addCommand(CommandIDs.toggleAllUsers, {
+    label: trans.__("Show Every User's Dask Clusters"),
+    caption: trans.__(
+      "Admins: list all users' clusters, with their owners, not only yours"
+    ),
+    isVisible: () => model.isAdmin,
+    isEnabled: () => model.isAdmin,
+    isToggled: () => model.allUsers,
+    execute: args => {
+      if (!model.isAdmin) {
+        return;
+      }
+      const value =
+        typeof args.value === 'boolean' ? args.value : !model.showAll;
+      model.showAll = value;
+      // the setting keeps the choice across reloads
+      void ctx.settingRegistry
+        ?.set(PLUGIN_ID, 'showAllClusters', value)
+        .catch(reason =>
+          console.warn(`Cannot save the setting showAllClusters`, reason)
+        );
+      return value;
+    }
+  });
+
   commands.addCommand(CommandIDs.insertCode, {
     label: trans.__('Insert Dask Gateway Connection Code'),
     caption: trans.__(
@@ -431,7 +511,9 @@ export function addMenus(
     CommandIDs.stop,
     CommandIDs.openDashboard,
     CommandIDs.showInDaskLab,
-    CommandIDs.insertCode
+    CommandIDs.insertCode,
+    CommandIDs.showLogs,
+    CommandIDs.toggleAllUsers
   ];
   if (palette) {
     for (const command of ids) {
@@ -443,6 +525,7 @@ export function addMenus(
     CommandIDs.insertCode,
     CommandIDs.openDashboard,
     CommandIDs.showInDaskLab,
+    CommandIDs.showLogs,
     CommandIDs.scale,
     CommandIDs.adapt,
     CommandIDs.stop

@@ -51,6 +51,20 @@ export function formatCores(cores: number | null): string {
   return String(Math.round(cores * 100) / 100);
 }
 
+/** An event's time: the time of day for today's, else the date too (the viewer's locale). */
+export function formatEventTime(ms: number, now: number = Date.now()): string {
+  const date = new Date(ms);
+  const time = date.toLocaleTimeString(undefined, {
+    hour: '2-digit',
+    minute: '2-digit',
+    second: '2-digit'
+  });
+  if (date.toDateString() === new Date(now).toDateString()) {
+    return time;
+  }
+  return `${date.toLocaleDateString()} ${time}`;
+}
+
 /** A short form of a generated name (uuid hex) for narrow cards; the full one is in the title. */
 export function shortName(name: string): string {
   return /^[0-9a-f]{32}$/.test(name) ? name.slice(0, 12) + '…' : name;

@@ -11,20 +11,27 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette } from '@jupyterlab/apputils';
+import { ICommandPalette, WidgetTracker } from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 
 import { GatewayAPI } from './api';
 import { addCommands, addMenus, hasDaskLab } from './commands';
+import { ClusterLogsWidget } from './logview';
 import { GatewayModel } from './model';
 import { GatewaySidebar } from './sidebar';
-import { IDaskGatewayModel, PLUGIN_ID, TRANSLATION_DOMAIN } from './tokens';
+import {
+  CommandIDs,
+  IDaskGatewayModel,
+  PLUGIN_ID,
+  TRANSLATION_DOMAIN
+} from './tokens';
 
 export * from './tokens';
 export { GatewayAPI, GatewayAPIError, requestAPI } from './api';
 export { GatewayModel } from './model';
+export { ClusterLogsModel } from './logs';
 
 interface ISettings {
   refreshInterval: number;
@@ -82,6 +89,9 @@ const plugin: JupyterFrontEndPlugin<IDaskGatewayModel> = {
     app.shell.add(sidebar, 'left', { rank: 210 });
     restorer?.add(sidebar, sidebar.id);
 
+    const logs = new WidgetTracker<ClusterLogsWidget>({
+      namespace: 'dask-gateway-logs'
+    });
     addCommands({
       app,
       model,
@@ -89,9 +99,16 @@ const plugin: JupyterFrontEndPlugin<IDaskGatewayModel> = {
       trans,
       notebooks,
       settingRegistry,
+      logs,
       settings: () => settings
     });
     addMenus(app, trans, palette);
+    // Logs views open at the last reload come back
+    void restorer?.restore(logs, {
+      command: CommandIDs.showLogs,
+      args: widget => ({ name: widget.model.name }),
+      name: widget => widget.model.name
+    });
 
     // dask-labextension may activate after us; show its button once it is there
     void app.restored.then(() => sidebar.refreshView());

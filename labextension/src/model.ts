@@ -1,6 +1,7 @@
 /**
- * The panel's data: the cluster list, the relay's config, the options spec and
- * the actions in flight. A `Poll` refreshes the list (backing off after errors,
+ * The panel's data: the cluster list (active clusters, and failures for a while),
+ * an admin's all-users view and its owner filter, the relay's config, the options
+ * spec and the actions in flight. A `Poll` refreshes the list (backing off after errors,
  * standing by while the sidebar or the browser tab is hidden); every change is
  * announced on `changed`. Views read the model and call its actions; they never
  * fetch themselves. The transport is `GatewayAPI`.
@@ -20,6 +21,9 @@ import {
   LoadState
 } from './tokens';
 
+/** The statuses the panel lists: the active ones, and failures (with their reason). */
+export const LISTED_STATUSES = ['PENDING', 'RUNNING', 'STOPPING', 'FAILED'];
+
 /** What is being done to a cluster right now (shown on its card, blocks repeats). */
 export type PendingAction = 'scaling' | 'adapting' | 'stopping';
 
@@ -30,8 +34,12 @@ export namespace GatewayModel {
     refreshInterval?: number;
     /** Longest interval, in seconds, after repeated errors. */
     maxRefreshInterval?: number;
-    /** Admins: list every user's clusters. */
+    /** Admins: list every user's clusters (ignored for other users). */
     showAll?: boolean;
+    /** Seconds a failed cluster stays listed after it failed. */
+    failedVisibleFor?: number;
+    /** The clock, in ms since the epoch (tests set it). */
+    now?: () => number;
     /** Start polling right away (tests turn this off to drive `refresh`). */
     autoStart?: boolean;
   }
@@ -43,6 +51,8 @@ export class GatewayModel implements IDaskGatewayModel, IDisposable {
     this._interval = (options.refreshInterval ?? 5) * 1000;
     this._max = (options.maxRefreshInterval ?? 60) * 1000;
     this._showAll = options.showAll ?? false;
+    this._failedVisibleFor = (options.failedVisibleFor ?? 3600) * 1000;
+    this._now = options.now ?? Date.now;
     this._poll = new Poll({
       auto: options.autoStart ?? true,
       factory: () => this._load(),
@@ -119,8 +129,51 @@ export class GatewayModel implements IDaskGatewayModel, IDisposable {
   set showAll(value: boolean) {
     if (value !== this._showAll) {
       this._showAll = value;
+      this._ownerFilter = null;
+      this._changed.emit();
       void this.refresh();
     }
+  }
+
+  /** Whether the gateway treats this user as an admin (known after the first load). */
+  get isAdmin(): boolean {
+    return this._config?.admin === true;
+  }
+
+  /** Whether the list holds every user's clusters: an admin who asked for them. */
+  get allUsers(): boolean {
+    return this._showAll && this.isAdmin;
+  }
+
+  /** In the all-users view: show only this owner's clusters (null: everyone's). */
+  get ownerFilter(): string | null {
+    return this._ownerFilter;
+  }
+
+  set ownerFilter(owner: string | null) {
+    if (owner !== this._ownerFilter) {
+      this._ownerFilter = owner;
+      this._changed.emit();
+    }
+  }
+
+  /** The owners of the listed clusters, sorted (for the filter). */
+  get owners(): string[] {
+    const owners = new Set<string>();
+    for (const c of this._clusters) {
+      if (c.owner) {
+        owners.add(c.owner);
+      }
+    }
+    return [...owners].sort();
+  }
+
+  /** The clusters the panel shows: the list, narrowed by the owner filter. */
+  get shownClusters(): ReadonlyArray<IClusterInfo> {
+    const owner = this.allUsers ? this._ownerFilter : null;
+    return owner === null
+      ? this._clusters
+      : this._clusters.filter(c => c.owner === owner);
   }
 
   /** Change the refresh interval and backoff limit (seconds). */
@@ -243,8 +296,17 @@ export class GatewayModel implements IDaskGatewayModel, IDisposable {
           );
         }
       }
+      const listed = await this._api.listClusters(
+        this.allUsers,
+        LISTED_STATUSES
+      );
+      // failures stay a while, so that their reason can be read, then go
+      const since = this._now() - this._failedVisibleFor;
       this._clusters = sortClusters(
-        await this._api.listClusters(this._showAll)
+        listed.filter(
+          c =>
+            c.status !== 'FAILED' || (c.stop_time ?? c.start_time ?? 0) >= since
+        )
       );
       this._state = 'ready';
       this._error = null;
@@ -266,10 +328,13 @@ export class GatewayModel implements IDaskGatewayModel, IDisposable {
   private _clusters: IClusterInfo[] = [];
   private _config: IGatewayConfig | null = null;
   private _error: GatewayAPIError | null = null;
+  private _failedVisibleFor: number;
   private _interval: number;
   private _max: number;
+  private _now: () => number;
   private _options: IOptionField[] | null = null;
   private _optionsError: GatewayAPIError | null = null;
+  private _ownerFilter: string | null = null;
   private _pending = new Map<string, PendingAction>();
   private _poll: Poll;
   private _selected: string | null = null;

@@ -74,6 +74,39 @@ export interface IGatewayConfig {
   gateway_error?: string;
 }
 
+/** Kinds of events in a cluster's history (docs/protocol.md, "Events and logs"). */
+export type ClusterEventKind =
+  | 'created'
+  | 'started'
+  | 'scaled'
+  | 'adapted'
+  | 'worker_started'
+  | 'worker_running'
+  | 'worker_stopped'
+  | 'worker_failed'
+  | 'retrying'
+  | 'stop_requested'
+  | 'failed'
+  | 'stopped';
+
+/** One step of a cluster's life, as `GET clusters/<name>/events` lists them (oldest first). */
+export interface IClusterEvent {
+  /** Milliseconds since the epoch. */
+  time: number | null;
+  kind: ClusterEventKind | string;
+  message: string;
+  /** The worker it concerns, or null for the cluster itself. */
+  worker: string | null;
+}
+
+/** `GET clusters/<name>/logs?process=...&tail=N`: the last lines of one process's log. */
+export interface IClusterLogs {
+  process: string;
+  text: string;
+  /** The processes that have logs: the scheduler, then current and recent workers. */
+  processes: string[];
+}
+
 /** Scale and adapt replies: `ok` is false when a limit changed the request. */
 export interface IScaleReply {
   ok: boolean;
@@ -109,6 +142,8 @@ export namespace CommandIDs {
   export const openDashboard = 'dask-gateway:open-dashboard';
   export const showInDaskLab = 'dask-gateway:show-in-dask-labextension';
   export const insertCode = 'dask-gateway:insert-code';
+  export const showLogs = 'dask-gateway:show-logs';
+  export const toggleAllUsers = 'dask-gateway:toggle-all-users';
 }
 
 /** dask-labextension's commands we drive when it is installed (it exports no token). */

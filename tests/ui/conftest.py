@@ -108,7 +108,7 @@ def ui_gateway(make_gateway):
 class JupyterLab:
     """A ``jupyter lab`` subprocess on 127.0.0.1 with our extensions, and its temp dirs."""
 
-    def __init__(self, directory: Path, gateway):
+    def __init__(self, directory: Path, gateway, login=(LAB_USER, PASSWORD)):
         if not (LABEXTENSION / "package.json").exists():
             pytest.skip("the lab extension is not built (run `jlpm build` first)")
         self.directory = directory
@@ -116,6 +116,8 @@ class JupyterLab:
         self.token = secrets.token_hex(16)
         self.root = directory / "notebooks"
         self.log_path = directory / "jupyterlab.log"
+        # whom the relay (and kernels) log in to the gateway as; the server runs as alice
+        self.login = login
         for sub in ("notebooks", "config", "settings", "workspaces", "labextensions", "runtime"):
             (directory / sub).mkdir(parents=True, exist_ok=True)
         # the repository's build, ahead of any installed copy
@@ -183,8 +185,8 @@ class JupyterLab:
             "JUPYTER_RUNTIME_DIR": str(self.directory / "runtime"),
             # a standalone gateway: Basic auth, for the relay and for kernels alike
             "DASK_GATEWAY__AUTH__TYPE": "basic",
-            "DASK_GATEWAY__AUTH__KWARGS__USERNAME": LAB_USER,
-            "DASK_GATEWAY__AUTH__KWARGS__PASSWORD": PASSWORD,
+            "DASK_GATEWAY__AUTH__KWARGS__USERNAME": self.login[0],
+            "DASK_GATEWAY__AUTH__KWARGS__PASSWORD": self.login[1],
         }
         for var in (
             "DASK_GATEWAY__ADDRESS",
@@ -235,9 +237,15 @@ class JupyterLab:
 
 
 @pytest.fixture
-def lab(tmp_path, ui_gateway):
-    """A running JupyterLab whose server extension reaches ``ui_gateway``."""
-    server = JupyterLab(tmp_path / "lab", ui_gateway).start()
+def lab_login():
+    """(user, password) the Lab's relay logs in to the gateway with; parametrize to change."""
+    return (LAB_USER, PASSWORD)
+
+
+@pytest.fixture
+def lab(tmp_path, ui_gateway, lab_login):
+    """A running JupyterLab whose server extension reaches ``ui_gateway`` as ``lab_login``."""
+    server = JupyterLab(tmp_path / "lab", ui_gateway, login=lab_login).start()
     yield server
     server.stop()
 

@@ -81,6 +81,7 @@ describe('GatewayAPI', () => {
   it('sends what the relay expects', async () => {
     const relay = new FakeRelay();
     relay.clusters = [cluster('a b')];
+    relay.config.admin = true;
     const api = new GatewayAPI(relay.settings());
     expect(await api.createCluster({ worker_cores: 2 })).toBe('new2');
     await api.scale('a b', 3);
@@ -101,6 +102,38 @@ describe('GatewayAPI', () => {
       },
       { method: 'DELETE', path: 'clusters/a%20b', body: undefined },
       { method: 'GET', path: 'clusters?all=1', body: undefined }
+    ]);
+  });
+
+  it('lists by status, and reads events and logs', async () => {
+    const relay = new FakeRelay();
+    const name = '0123456789abcdef0123456789abcdef';
+    relay.clusters = [
+      cluster(name),
+      cluster('f', { status: 'FAILED', reason: 'boom' })
+    ];
+    relay.events[name] = [
+      { time: 1, kind: 'created', message: 'Created', worker: null }
+    ];
+    relay.logs[name] = { scheduler: 'a\nb\nc', w1: 'hello' };
+    const api = new GatewayAPI(relay.settings());
+    const failed = await api.listClusters(false, ['FAILED']);
+    expect(failed.map(c => c.name)).toEqual(['f']);
+    expect(await api.events(name)).toEqual(relay.events[name]);
+    expect(await api.logs(name, 'scheduler', 2)).toEqual({
+      process: 'scheduler',
+      text: 'b\nc',
+      processes: ['scheduler', 'w1']
+    });
+    expect((await api.logs(name, 'w1')).text).toBe('hello');
+    const missing = await failure(api.logs(name, 'nope'));
+    expect(missing.status).toBe(404);
+    expect(relay.paths()).toEqual([
+      'GET clusters?status=FAILED',
+      `GET clusters/${name}/events`,
+      `GET clusters/${name}/logs?process=scheduler&tail=2`,
+      `GET clusters/${name}/logs?process=w1&tail=100`,
+      `GET clusters/${name}/logs?process=nope&tail=100`
     ]);
   });
 });

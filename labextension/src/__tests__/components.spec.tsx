@@ -220,13 +220,20 @@ describe('ClusterCard', () => {
     expect(screen.getByText('0123456789ab…')).toBeTruthy();
     expect(screen.getByText('2.0 GiB')).toBeTruthy();
     expect(screen.getByText('2 min')).toBeTruthy();
-    for (const label of ['Dashboard', 'Lab panes', 'Insert code', 'Stop']) {
+    for (const label of [
+      'Dashboard',
+      'Lab panes',
+      'Insert code',
+      'Logs',
+      'Stop'
+    ]) {
       fireEvent.click(screen.getByText(label));
     }
     expect(executed).toEqual([
       [CommandIDs.openDashboard, { name }],
       [CommandIDs.showInDaskLab, { name }],
       [CommandIDs.insertCode, { name }],
+      [CommandIDs.showLogs, { name }],
       [CommandIDs.stop, { name }]
     ]);
     expect(onSelect).not.toHaveBeenCalled();
@@ -279,12 +286,26 @@ describe('ClusterCard', () => {
       'admin'
     );
     expect(screen.getByText('Failed')).toBeTruthy();
-    expect(screen.getByText('Scheduler did not start in 60 s')).toBeTruthy();
+    // the reason is text on the card, not a tooltip
+    const reason = screen.getByText('Scheduler did not start in 60 s');
+    expect(reason.closest('.jp-DaskGateway-reason')?.textContent).toBe(
+      'Failed: Scheduler did not start in 60 s'
+    );
     expect(screen.getByText('Owner: bob')).toBeTruthy();
     expect((screen.getByText('Dashboard') as HTMLButtonElement).disabled).toBe(
       true
     );
     expect((screen.getByText('Stop') as HTMLButtonElement).disabled).toBe(true);
+    // a failed cluster's logs say why
+    expect((screen.getByText('Logs') as HTMLButtonElement).disabled).toBe(
+      false
+    );
+    model.dispose();
+  });
+
+  it("shows no owner line on the user's own cluster", () => {
+    const { model } = renderCard();
+    expect(screen.queryByText('Owner: alice')).toBeNull();
     model.dispose();
   });
 });
@@ -340,6 +361,78 @@ describe('GatewayPanel', () => {
     );
     fireEvent.click(screen.getByText('Retry'));
     expect(executed).toEqual([[CommandIDs.refresh, {}]]);
+    model.dispose();
+  });
+
+  it('gives admins an All users view with owners and a filter', async () => {
+    const relay = new FakeRelay();
+    relay.config.admin = true;
+    relay.clusters = [
+      cluster('a1', { owner: 'alice' }),
+      cluster('b1', { owner: 'bob' }),
+      cluster('b2', {
+        owner: 'bob',
+        status: 'FAILED',
+        reason: 'boom',
+        stop_time: Date.now()
+      })
+    ];
+    const { model, commands, executed } = setup(relay);
+    // the real command's effect, as commands.ts implements it
+    commands.commandExecuted.connect((_, { id, args }) => {
+      if (id === CommandIDs.toggleAllUsers) {
+        model.showAll = args.value as boolean;
+      }
+    });
+    render(
+      <GatewayPanel
+        model={model}
+        commands={commands}
+        trans={trans}
+        formOpen={false}
+        onCloseForm={jest.fn()}
+        daskLab={false}
+      />
+    );
+    await act(() => model.refresh());
+    const toggle = screen.getByRole('switch', { name: 'All users' });
+    expect((toggle as HTMLInputElement).checked).toBe(false);
+    expect(screen.getAllByRole('listitem')).toHaveLength(1);
+    expect(screen.queryByLabelText('Filter by user')).toBeNull();
+
+    fireEvent.click(toggle);
+    expect(executed).toEqual([[CommandIDs.toggleAllUsers, { value: true }]]);
+    await act(() => model.refresh());
+    await screen.findByText('b1');
+    expect(screen.getAllByRole('listitem')).toHaveLength(3);
+    // every card says whose it is, the admin's own included
+    expect(screen.getAllByText('Owner: bob')).toHaveLength(2);
+    expect(screen.getByText('Owner: alice')).toBeTruthy();
+    expect(screen.getByText('boom')).toBeTruthy();
+
+    const filter = screen.getByLabelText('Filter by user') as HTMLSelectElement;
+    expect([...filter.options].map(o => o.textContent)).toEqual([
+      'Everyone',
+      'alice',
+      'bob'
+    ]);
+    fireEvent.change(filter, { target: { value: 'alice' } });
+    expect(screen.getAllByRole('listitem')).toHaveLength(1);
+    expect(screen.getByText('a1')).toBeTruthy();
+    // an admin may stop anyone's cluster
+    fireEvent.click(screen.getByText('Stop'));
+    expect(executed[1]).toEqual([CommandIDs.stop, { name: 'a1' }]);
+    model.dispose();
+  });
+
+  it('never shows the All users switch to other users', async () => {
+    const relay = new FakeRelay();
+    relay.clusters = [cluster('a1')];
+    const { model } = renderPanel(relay);
+    await act(() => model.refresh());
+    await screen.findByText('a1');
+    expect(screen.queryByRole('switch')).toBeNull();
+    expect(screen.queryByText('All users')).toBeNull();
     model.dispose();
   });
 

@@ -7,7 +7,12 @@
 
 import { ServerConnection } from '@jupyterlab/services';
 
-import { IClusterInfo, IGatewayConfig, IOptionField } from '../tokens';
+import {
+  IClusterEvent,
+  IClusterInfo,
+  IGatewayConfig,
+  IOptionField
+} from '../tokens';
 
 export const BASE_URL = 'http://localhost:8888/user/alice/';
 
@@ -78,6 +83,10 @@ export const OPTIONS: IOptionField[] = [
 
 export class FakeRelay {
   clusters: IClusterInfo[] = [];
+  /** Each cluster's history. */
+  events: Record<string, IClusterEvent[]> = {};
+  /** Log text by cluster name, then process. */
+  logs: Record<string, Record<string, string>> = {};
   options: IOptionField[] = OPTIONS;
   calls: IRecordedCall[] = [];
   config: IGatewayConfig = {
@@ -134,7 +143,8 @@ export class FakeRelay {
   }
 
   private route(method: string, path: string, body: any): Response {
-    const match = /^clusters\/([^/?]+)(\/(scale|adapt))?$/.exec(path);
+    const match =
+      /^clusters\/([^/?]+)(\/(scale|adapt|events|logs))?(\?(.*))?$/.exec(path);
     if (path.startsWith('config')) {
       return json(200, this.config);
     }
@@ -142,7 +152,22 @@ export class FakeRelay {
       return json(200, { cluster_options: this.options });
     }
     if (method === 'GET' && path.startsWith('clusters') && !match) {
-      return json(200, { clusters: this.clusters });
+      // like the gateway: everyone's for admins only; a status filter
+      const query = new URLSearchParams(path.split('?')[1] ?? '');
+      const all = query.get('all') === '1';
+      if (all && !this.config.admin) {
+        return json(403, {
+          error: "Only admins may list every user's clusters"
+        });
+      }
+      const statuses = query.get('status')?.split(',');
+      return json(200, {
+        clusters: this.clusters.filter(
+          c =>
+            (all || c.owner === null || c.owner === this.config.user) &&
+            (!statuses || statuses.includes(c.status))
+        )
+      });
     }
     if (method === 'POST' && path === 'clusters') {
       const name = `new${this.clusters.length + 1}`;
@@ -170,6 +195,25 @@ export class FakeRelay {
         found.target_workers = body.count;
         found.workers = body.count;
         return json(200, { ok: true, msg: null });
+      }
+      if (match[3] === 'events') {
+        return json(200, { events: this.events[name] ?? [] });
+      }
+      if (match[3] === 'logs') {
+        const query = new URLSearchParams(match[5] ?? '');
+        const process = query.get('process') ?? 'scheduler';
+        const tail = Number(query.get('tail') ?? '100');
+        const logs = this.logs[name] ?? {};
+        if (!(process in logs)) {
+          return json(404, {
+            error: `Cluster ${name} has no process '${process}'`
+          });
+        }
+        return json(200, {
+          process,
+          text: logs[process].split('\n').slice(-tail).join('\n'),
+          processes: Object.keys(logs)
+        });
       }
       if (match[3] === 'adapt') {
         found.adaptive = { minimum: body.minimum, maximum: body.maximum };

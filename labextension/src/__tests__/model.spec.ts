@@ -7,11 +7,16 @@ import { GatewayAPI } from '../api';
 import { GatewayModel, sortClusters } from '../model';
 import { FakeRelay, cluster } from './fakeRelay';
 
-function makeModel(relay: FakeRelay): GatewayModel {
+const LISTED = 'status=PENDING%2CRUNNING%2CSTOPPING%2CFAILED';
+const NOW = 1_700_000_000_000;
+
+function makeModel(relay: FakeRelay, showAll = false): GatewayModel {
   const model = new GatewayModel({
     api: new GatewayAPI(relay.settings()),
     refreshInterval: 3600,
-    autoStart: false
+    autoStart: false,
+    showAll,
+    now: () => NOW
   });
   model.visible = true;
   return model;
@@ -48,8 +53,8 @@ describe('GatewayModel', () => {
     await model.refresh();
     expect(relay.paths()).toEqual([
       'GET config',
-      'GET clusters',
-      'GET clusters'
+      `GET clusters?${LISTED}`,
+      `GET clusters?${LISTED}`
     ]);
   });
 
@@ -135,12 +140,55 @@ describe('GatewayModel', () => {
     expect(model.optionsError?.message).toBe('forbidden');
   });
 
-  it("asks for everyone's clusters when showAll is on", async () => {
+  it("asks admins' for everyone's clusters when showAll is on", async () => {
+    relay.config.admin = true;
+    relay.clusters = [
+      cluster('a1', { owner: 'alice' }),
+      cluster('b1', { owner: 'bob' }),
+      cluster('b2', { owner: 'bob', status: 'PENDING' })
+    ];
     model = makeModel(relay);
     await model.refresh();
+    expect(model.isAdmin).toBe(true);
+    expect(model.allUsers).toBe(false);
+    expect(model.shownClusters.map(c => c.name)).toEqual(['a1']);
     model.showAll = true;
     await model.refresh();
-    expect(relay.paths()).toContain('GET clusters?all=1');
+    expect(relay.paths()).toContain(`GET clusters?all=1&${LISTED}`);
+    expect(model.allUsers).toBe(true);
+    expect(model.owners).toEqual(['alice', 'bob']);
+    expect(model.shownClusters.map(c => c.name)).toEqual(['a1', 'b1', 'b2']);
+    model.ownerFilter = 'bob';
+    expect(model.shownClusters.map(c => c.name)).toEqual(['b1', 'b2']);
+    // the filter belongs to the all-users view
+    model.showAll = false;
+    expect(model.ownerFilter).toBeNull();
+  });
+
+  it("never asks for everyone's clusters for a non-admin", async () => {
+    relay.clusters = [cluster('a1'), cluster('b1', { owner: 'bob' })];
+    model = makeModel(relay, true);
+    await model.refresh();
+    expect(model.state).toBe('ready');
+    expect(model.allUsers).toBe(false);
+    expect(relay.paths().some(p => p.includes('all=1'))).toBe(false);
+    expect(model.shownClusters.map(c => c.name)).toEqual(['a1']);
+  });
+
+  it('lists failed clusters for an hour after they failed', async () => {
+    relay.clusters = [
+      cluster('recent', {
+        status: 'FAILED',
+        stop_time: NOW - 10 * 60_000,
+        reason: 'Scheduler process exited with status 1'
+      }),
+      cluster('old', { status: 'FAILED', stop_time: NOW - 2 * 3600_000 }),
+      cluster('gone', { status: 'STOPPED', stop_time: NOW })
+    ];
+    model = makeModel(relay);
+    await model.refresh();
+    expect(model.clusters.map(c => c.name)).toEqual(['recent']);
+    expect(model.cluster('recent')?.reason).toMatch(/exited/);
   });
 });
 

@@ -1,6 +1,7 @@
 /**
  * A cluster's card: status, workers, cores, memory, age, owner and failure reason,
- * the action buttons (each runs a command) and the scale/adapt controls. Cards
+ * the action buttons (each runs a command: dashboard, lab panes, insert code, logs,
+ * scale, stop) and the scale/adapt controls. Cards
  * render what the model holds; nothing here fetches.
  */
 
@@ -18,6 +19,8 @@ export interface IClusterCardProps {
   pending?: PendingAction;
   /** The signed-in user, to mark clusters of others (shared, or an admin's view). */
   user: string | null;
+  /** Show the owner even of the user's own clusters (the all-users view). */
+  showOwner?: boolean;
   commands: CommandRegistry;
   trans: TranslationBundle;
   /** Whether dask-labextension is there to show the dashboard in JupyterLab. */
@@ -25,7 +28,8 @@ export interface IClusterCardProps {
   onSelect: (name: string) => void;
 }
 
-function statusLabel(status: string, trans: TranslationBundle): string {
+/** The status as the user reads it ('PENDING' → 'Starting', ...). */
+export function statusLabel(status: string, trans: TranslationBundle): string {
   switch (status) {
     case 'RUNNING':
       return trans.__('Running');
@@ -114,11 +118,12 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
             : statusLabel(cluster.status, trans)}
         </span>
       </div>
-      {cluster.owner && user && cluster.owner !== user && (
-        <div className="jp-DaskGateway-owner">
-          {trans.__('Owner: %1', cluster.owner)}
-        </div>
-      )}
+      {cluster.owner &&
+        (props.showOwner || (user && cluster.owner !== user)) && (
+          <div className="jp-DaskGateway-owner">
+            {trans.__('Owner: %1', cluster.owner)}
+          </div>
+        )}
       <dl className="jp-DaskGateway-stats">
         <Stat label={trans.__('Workers')} value={workersText(cluster, trans)} />
         <Stat label={trans.__('Cores')} value={formatCores(cluster.cores)} />
@@ -126,7 +131,19 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
         <Stat label={trans.__('Age')} value={formatAge(cluster.age, trans)} />
       </dl>
       {cluster.reason && (
-        <div className="jp-DaskGateway-reason">{cluster.reason}</div>
+        <div
+          className={
+            'jp-DaskGateway-reason' +
+            (cluster.status === 'FAILED' ? ' jp-mod-failed' : '')
+          }
+        >
+          {cluster.status === 'FAILED' && (
+            <span className="jp-DaskGateway-reason-label">
+              {trans.__('Failed:')}{' '}
+            </span>
+          )}
+          <span className="jp-DaskGateway-reason-text">{cluster.reason}</span>
+        </div>
       )}
       <div className="jp-DaskGateway-actions">
         <button
@@ -154,6 +171,13 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
           onClick={run(CommandIDs.insertCode)}
         >
           {trans.__('Insert code')}
+        </button>
+        <button
+          className="jp-DaskGateway-button"
+          title={trans.__("Show the cluster's events and logs")}
+          onClick={run(CommandIDs.showLogs)}
+        >
+          {trans.__('Logs')}
         </button>
         <button
           className="jp-DaskGateway-button"

@@ -1,7 +1,8 @@
 /**
- * The sidebar's body: the loading, error, not-configured and empty states, the
- * new-cluster form when open, and the list of cluster cards. It re-renders on the
- * model's `changed` signal and reads everything from the model.
+ * The sidebar's body: the loading, error, not-configured and empty states, an
+ * admin's "All users" switch and owner filter, the new-cluster form when open, and
+ * the list of cluster cards. It re-renders on the model's `changed` signal and
+ * reads everything from the model.
  */
 
 import * as React from 'react';
@@ -51,8 +52,10 @@ export function GatewayPanel(props: IGatewayPanelProps): JSX.Element {
     };
   }, [model]);
 
-  const { state, error, clusters } = model;
+  const { state, error } = model;
+  const clusters = model.shownClusters;
   const user = model.config?.user ?? null;
+  const allUsers = model.allUsers;
   const notConfigured = model.config !== null && !model.config.configured;
 
   let content: JSX.Element;
@@ -60,6 +63,16 @@ export function GatewayPanel(props: IGatewayPanelProps): JSX.Element {
     content = (
       <div className="jp-DaskGateway-state" aria-busy="true">
         {trans.__('Loading clusters…')}
+      </div>
+    );
+  } else if (clusters.length === 0 && state === 'ready' && allUsers) {
+    content = (
+      <div className="jp-DaskGateway-state">
+        <p>
+          {model.ownerFilter
+            ? trans.__('%1 has no clusters.', model.ownerFilter)
+            : trans.__('No user has a cluster.')}
+        </p>
       </div>
     );
   } else if (clusters.length === 0 && state === 'ready') {
@@ -78,7 +91,12 @@ export function GatewayPanel(props: IGatewayPanelProps): JSX.Element {
     );
   } else {
     content = (
-      <ul className="jp-DaskGateway-list" aria-label={trans.__('Clusters')}>
+      <ul
+        className="jp-DaskGateway-list"
+        aria-label={
+          allUsers ? trans.__("Every user's clusters") : trans.__('Clusters')
+        }
+      >
         {clusters.map(cluster => (
           <ClusterCard
             key={cluster.name}
@@ -86,6 +104,7 @@ export function GatewayPanel(props: IGatewayPanelProps): JSX.Element {
             selected={model.selected === cluster.name}
             pending={model.pending(cluster.name)}
             user={user}
+            showOwner={allUsers}
             commands={commands}
             trans={trans}
             daskLab={daskLab}
@@ -114,6 +133,9 @@ export function GatewayPanel(props: IGatewayPanelProps): JSX.Element {
           </button>
         </div>
       )}
+      {model.isAdmin && (
+        <AdminControls model={model} commands={commands} trans={trans} />
+      )}
       {formOpen && !notConfigured && (
         <NewClusterForm
           model={model}
@@ -123,6 +145,63 @@ export function GatewayPanel(props: IGatewayPanelProps): JSX.Element {
         />
       )}
       {!(state === 'error' && clusters.length === 0) && content}
+    </div>
+  );
+}
+
+export interface IAdminControlsProps {
+  model: GatewayModel;
+  commands: CommandRegistry;
+  trans: TranslationBundle;
+}
+
+/**
+ * Admins only: the "All users" switch (the toggle-all-users command) and, while it
+ * is on, the filter by owner.
+ */
+export function AdminControls(props: IAdminControlsProps): JSX.Element {
+  const { model, commands, trans } = props;
+  const owners = model.owners;
+  const filter = model.ownerFilter;
+  return (
+    <div
+      className="jp-DaskGateway-admin"
+      role="group"
+      aria-label={trans.__('Admin view')}
+    >
+      <label className="jp-DaskGateway-switch">
+        <input
+          type="checkbox"
+          role="switch"
+          checked={model.allUsers}
+          onChange={e =>
+            void commands.execute(CommandIDs.toggleAllUsers, {
+              value: e.currentTarget.checked
+            })
+          }
+        />
+        <span>{trans.__('All users')}</span>
+      </label>
+      {model.allUsers && (
+        <label className="jp-DaskGateway-owner-filter">
+          <span>{trans.__('User')}</span>
+          <select
+            aria-label={trans.__('Filter by user')}
+            value={filter ?? ''}
+            onChange={e => (model.ownerFilter = e.currentTarget.value || null)}
+          >
+            <option value="">{trans.__('Everyone')}</option>
+            {/* a chosen owner whose clusters are all gone stays choosable */}
+            {[...new Set([...owners, ...(filter ? [filter] : [])])]
+              .sort()
+              .map(owner => (
+                <option key={owner} value={owner}>
+                  {owner}
+                </option>
+              ))}
+          </select>
+        </label>
+      )}
     </div>
   );
 }

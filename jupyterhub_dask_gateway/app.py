@@ -34,7 +34,7 @@ from .backends.local import LocalBackend
 from .errors import StartupError
 from .files import write_private
 from .handlers import default_handlers
-from .hub_watch import ServerWatch
+from .hub_watch import ServerWatch, access_roles
 from .kerberos import KerberosAuthenticator
 from .metrics import GatewayMetrics
 from .proxy.handoff import HandoffReceiver
@@ -337,6 +337,12 @@ class DaskGateway(Application):
     hub_poll_period = Float(
         15, min=0.1, help="Seconds between the gateway's questions to the Hub about servers."
     ).tag(config=True)
+    hub_access_check_period = Float(
+        60,
+        min=0.1,
+        help="Seconds between checks that cluster owners still hold the access scope (only "
+        "when c.JupyterHub.load_roles redefines the 'user' role; one request per owner).",
+    ).tag(config=True)
 
     start_proxy = Bool(True, help="Start (or adopt) the TCP proxy process on proxy_address.").tag(
         config=True
@@ -511,6 +517,10 @@ class DaskGateway(Application):
             grace=self.server_stop_grace_period,
             period=self.hub_poll_period,
             log=self.log,
+            access_roles=access_roles(
+                self.config.get("JupyterHub", {}), self.authenticator.service_name
+            ),
+            access_check_period=self.hub_access_check_period,
         )
         self.server_watch.start()
 

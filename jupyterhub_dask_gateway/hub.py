@@ -24,7 +24,16 @@ from .addresses import join_hostport, split_hostport
 
 ADMIN_SCOPE_TEMPLATE = "custom:{name}:admin"
 SERVER_ROLE_DEFAULT_SCOPES = ["users:activity!user", "access:servers!server"]
-SERVICE_ROLE_SCOPES = ["list:users", "read:users", "list:groups", "read:groups", "read:servers"]
+SERVICE_ROLE_SCOPES = [
+    "list:users",
+    "read:users",
+    "list:groups",
+    "read:groups",
+    "read:servers",
+    # Which roles users and groups hold: who still has the access scope (hub_watch.py).
+    "read:roles:users",
+    "read:roles:groups",
+]
 
 
 def _caller_config_file() -> str | None:

@@ -13,6 +13,14 @@ One request per period whatever the number of clusters (pages of the Hub's size)
 and one ``GET /users/<name>`` per owner the moment they are first seen without a
 server (is the user still there?). Owners never seen with a server (clusters made
 with an API token from outside the Hub) are left alone.
+
+A user who loses the ``access:services!service=<name>`` scope loses their clusters
+at once. Every user has it through the default ``user`` role (``configure_jupyterhub``
+adds it to ``extra_user_scopes``), so nothing is checked unless the admin redefined
+that role in ``c.JupyterHub.load_roles``; then the roles that grant it come from the
+same config file, and every ``access_check_period`` the watch reads the owners' roles
+and their groups' roles from the Hub (``read:roles:users``, ``read:roles:groups``).
+The Hub has no API for a role's scopes, hence the config.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from collections.abc import Callable
 from urllib.parse import quote, urlencode
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from traitlets.config.loader import LazyConfigValue
 
 PAGINATION = "application/jupyterhub-pagination+json"
 
@@ -38,6 +47,8 @@ class ServerWatch:
         period: float,
         log,
         clock: Callable[[], float] = time.time,
+        access_roles: set[str] | None = None,
+        access_check_period: float = 60,
     ):
         self.manager = manager
         self.api_url = api_url.rstrip("/")
@@ -50,6 +61,10 @@ class ServerWatch:
         self._seen_active: set[str] = set()
         self._inactive_since: dict[str, float] = {}
         self._task: asyncio.Task | None = None
+        # None: every user has access (the default user role grants it).
+        self.access_roles = access_roles
+        self.access_check_period = access_check_period
+        self._access_checked = float("-inf")
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="hub-server-watch")
@@ -80,8 +95,13 @@ class ServerWatch:
         self._forget_except(owners)
         if not owners:
             return
-        active = await self.active_users()
         now = self.clock()
+        if self.access_roles is not None and now - self._access_checked >= self.access_check_period:
+            self._access_checked = now
+            for name in sorted(owners - await self.users_with_access(owners)):
+                self._stop(name, f"its owner {name} lost access to the gateway")
+                owners.discard(name)
+        active = await self.active_users()
         for name in sorted(owners):
             if name in active:
                 if name not in self._seen_active:
@@ -133,18 +153,38 @@ class ServerWatch:
 
     async def active_users(self) -> set[str]:
         """Names of the users with a running or starting server (any of their servers)."""
-        names: set[str] = set()
-        offset = 0
+        return {u["name"] for u in await self._all("/users", state="active")}
+
+    async def users_with_access(self, names: set[str]) -> set[str]:
+        """Which of ``names`` hold a role that grants the access scope, themselves or
+        through a group (Hub admins always do; users the Hub does not know never)."""
+        group_roles = {g["name"]: set(g.get("roles") or ()) for g in await self._all("/groups")}
+        allowed = set()
+        for name in names:
+            try:
+                user = await self._get(f"/users/{quote(name, safe='')}")
+            except HTTPClientError as exc:
+                if exc.code == 404:
+                    continue
+                raise
+            roles = set(user.get("roles") or ())
+            for group in user.get("groups") or ():
+                roles |= group_roles.get(group, set())
+            if user.get("admin") or roles & self.access_roles:
+                allowed.add(name)
+        return allowed
+
+    async def _all(self, path: str, **params) -> list[dict]:
+        """Every item of a paginated Hub list."""
+        items: list[dict] = []
         while True:
-            page = await self._get("/users", state="active", offset=offset)
+            page = await self._get(path, offset=len(items), **params)
             if isinstance(page, list):  # a Hub without pagination: one answer
-                return names | {u["name"] for u in page}
-            items = page.get("items") or []
-            names |= {u["name"] for u in items}
-            following = (page.get("_pagination") or {}).get("next")
-            if not following or not items:
-                return names
-            offset = int(following.get("offset", offset + len(items)))
+                return items + page
+            new = page.get("items") or []
+            items += new
+            if not new or not (page.get("_pagination") or {}).get("next"):
+                return items
 
     async def user_exists(self, name: str) -> bool:
         try:
@@ -154,3 +194,19 @@ class ServerWatch:
                 return False
             raise
         return True
+
+
+def access_roles(hub_config, service_name: str) -> set[str] | None:
+    """The roles whose scopes let a user use the service, from the Hub's own config
+    (``c.JupyterHub.load_roles``), or ``None`` when the default ``user`` role still
+    grants it to everyone (``configure_jupyterhub`` adds it to ``extra_user_scopes``)."""
+    grants = {"access:services", f"access:services!service={service_name}"}
+    roles = hub_config.get("load_roles") if hasattr(hub_config, "get") else None
+    if isinstance(roles, LazyConfigValue):  # `c.JupyterHub.load_roles += [...]` alone
+        roles = roles.get_value([])
+    if not isinstance(roles, (list, tuple)):
+        return None
+    defined = {r.get("name"): set(r.get("scopes") or ()) for r in roles if isinstance(r, dict)}
+    if "user" not in defined:
+        return None
+    return {"admin"} | {name for name, scopes in defined.items() if scopes & grants}

@@ -173,3 +173,43 @@ def test_with_the_setting_off_clusters_survive_their_server(make_hub):
         assert status(dave, name) == "RUNNING"
         assert "their clusters follow it" not in hub.log()
         dave.stop_cluster(name)
+
+
+def test_a_user_who_loses_the_access_scope_loses_their_clusters(make_hub):
+    # The admin redefined the user role: only the group "dask" may use the gateway.
+    hub = make_hub(
+        hub_config="""
+        c.JupyterHub.load_groups = {"dask": {"users": ["alice", "bob"]}}
+        c.JupyterHub.load_roles += [
+            {"name": "user", "scopes": ["self"]},
+            {
+                "name": "dask-users",
+                "groups": ["dask"],
+                "scopes": ["access:services!service=dask-gateway"],
+            },
+            {"name": "test-admin-groups", "services": ["test-admin"], "scopes": ["admin:groups"]},
+        ]
+        """,
+        gateway_config=WATCH + "c.DaskGateway.hub_access_check_period = 0.5\n",
+    )
+    alice_token, bob_token = hub.new_token("alice")["token"], hub.new_token("bob")["token"]
+    with hub.gateway(alice_token) as alice, hub.gateway(bob_token) as bob:
+        mine, theirs = alice.submit(), bob.submit()
+        assert alice.connect(mine).status == "running"
+        assert bob.connect(theirs).status == "running"
+        r = hub.api("DELETE", "groups/dask/users", json={"users": ["alice"]})
+        assert r.status_code == 200, r.text
+        # alice's token cannot reach the gateway any more; the gateway's log says what
+        # it did with her cluster.
+        wait_for(
+            lambda: f"Cluster {mine} stopped" in hub.log(),
+            30,
+            interval=0.2,
+            what="alice's cluster to stop",
+        )
+        assert (
+            f"Stopping cluster {mine} (because its owner alice lost access to the gateway)"
+            in hub.log()
+        )
+        assert status(bob, theirs) == "RUNNING"
+        bob.stop_cluster(theirs)

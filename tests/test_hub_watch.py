@@ -125,3 +125,50 @@ async def test_the_history_of_a_cluster(make_manager, clock):
     # The store keeps them for a restarted gateway.
     assert [e.kind for e in manager.store.load_events()[cluster.name]] == [e.kind for e in events]
     assert ALICE.name in events[0].message
+
+
+def test_access_roles_come_from_the_hubs_config():
+    from traitlets.config import Config
+
+    from jupyterhub_dask_gateway.hub_watch import access_roles
+
+    c = Config()
+    assert access_roles(c.JupyterHub, "dask-gateway") is None  # the default user role
+    c.JupyterHub.load_roles = [{"name": "dask-gateway-service", "scopes": ["list:users"]}]
+    assert access_roles(c.JupyterHub, "dask-gateway") is None  # user role not redefined
+    c.JupyterHub.load_roles += [
+        {"name": "user", "scopes": ["self"]},
+        {"name": "dask-users", "scopes": ["access:services!service=dask-gateway"]},
+        {"name": "all-services", "scopes": ["access:services"]},
+        {"name": "other", "scopes": ["access:services!service=other"]},
+    ]
+    assert access_roles(c.JupyterHub, "dask-gateway") == {"admin", "dask-users", "all-services"}
+
+
+async def test_a_user_who_loses_access_loses_their_clusters(make_manager, clock):
+    manager = await make_manager()
+    hub = FakeHub(manager, clock, grace=3600)
+    hub.access_roles = {"admin", "dask-users"}
+    hub.access_check_period = 60
+    models = {
+        "alice": {"roles": ["user"], "groups": ["dask"], "admin": False},
+        "bob": {"roles": ["user", "dask-users"], "groups": [], "admin": False},
+    }
+    groups = [{"name": "dask", "roles": ["dask-users"]}]
+
+    async def get(path, **params):
+        if path == "/groups":
+            return {"items": groups, "_pagination": {"next": None}}
+        return models[path.rsplit("/", 1)[1]]
+
+    hub._get = get
+    alice, bob = await running_cluster(manager), await running_cluster(manager, User("bob"))
+    await hub.poll_once()
+    assert alice.active and bob.active
+    models["alice"]["groups"] = []  # removed from the group that granted access
+    await hub.poll_once()
+    assert alice.active  # checked again only after access_check_period
+    clock.advance(61)
+    await hub.poll_once()
+    assert alice.target == JobStatus.STOPPED and bob.active
+    assert alice.reason == "because its owner alice lost access to the gateway"

@@ -384,6 +384,27 @@ class Hub:
             method, f"{self.url}/hub/api/{path.lstrip('/')}", headers=headers, timeout=30, **kwargs
         )
 
+    def start_server(self, user: str) -> None:
+        """Spawn ``user``'s default server and wait until the Hub says it is ready."""
+        r = self.api("POST", f"users/{user}/server")
+        assert r.status_code in (201, 202), r.text
+        wait_for(
+            lambda: self.api("GET", f"users/{user}").json()["servers"].get("", {}).get("ready"),
+            90,
+            interval=0.25,
+            what=f"{user}'s server",
+        )
+
+    def stop_server(self, user: str) -> None:
+        """Stop ``user``'s server and wait until the Hub has no server of theirs."""
+        self.api("DELETE", f"users/{user}/server")
+        wait_for(
+            lambda: not self.api("GET", f"users/{user}").json()["servers"],
+            60,
+            interval=0.25,
+            what=f"{user}'s server to stop",
+        )
+
     def ensure_user(self, name: str):
         r = self.api("POST", f"users/{name}")
         assert r.status_code in (201, 409), r.text

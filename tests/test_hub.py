@@ -349,15 +349,8 @@ def execute_in_kernel(ws, code, timeout=120) -> tuple[str, dict]:
 
 def test_notebook_kernel_with_zero_config(hub, tokens):
     token = tokens["alice"]
-    r = hub.api("POST", "users/alice/server")
-    assert r.status_code in (201, 202), r.text
+    hub.start_server("alice")
     try:
-        wait_for(
-            lambda: hub.api("GET", "users/alice").json()["servers"].get("", {}).get("ready"),
-            90,
-            interval=0.25,
-            what="alice's server",
-        )
         auth = {"Authorization": f"token {token}"}
         r = requests.post(f"{hub.url}/user/alice/api/kernels", headers=auth, json={}, timeout=30)
         assert r.status_code == 201, r.text
@@ -379,13 +372,7 @@ def test_notebook_kernel_with_zero_config(hub, tokens):
         with hub.gateway(token) as alice:
             wait_stopped(alice, name)
     finally:
-        hub.api("DELETE", "users/alice/server")
-        wait_for(
-            lambda: not hub.api("GET", "users/alice").json()["servers"],
-            60,
-            interval=0.25,
-            what="alice's server to stop",
-        )
+        hub.stop_server("alice")
 
 
 # --- dashboards behind the Hub's login ----------------------------------------------------

@@ -19,7 +19,6 @@ from test_hub import execute_in_kernel, wait_stopped
 from traitlets.config import Config
 from traitlets.config.loader import DeferredConfigString
 
-from helpers import wait_for
 from jupyterhub_dask_gateway import configure_jupyterhub
 from jupyterhub_dask_gateway.hub import SERVICE_ROLE_SCOPES, hub_urls
 
@@ -274,15 +273,8 @@ def test_zero_config_kernel(make_hub, way):
 
 def run_in_alices_kernel(hub, token, code) -> str:
     """Spawn alice's server, run ``code`` in a new kernel, stop the server; the output."""
-    r = hub.api("POST", "users/alice/server")
-    assert r.status_code in (201, 202), r.text
+    hub.start_server("alice")
     try:
-        wait_for(
-            lambda: hub.api("GET", "users/alice").json()["servers"].get("", {}).get("ready"),
-            90,
-            interval=0.25,
-            what="alice's server",
-        )
         auth = {"Authorization": f"token {token}"}
         r = requests.post(f"{hub.url}/user/alice/api/kernels", headers=auth, json={}, timeout=30)
         assert r.status_code == 201, r.text
@@ -298,10 +290,4 @@ def run_in_alices_kernel(hub, token, code) -> str:
         assert reply["status"] == "ok", out
         return out
     finally:
-        hub.api("DELETE", "users/alice/server")
-        wait_for(
-            lambda: not hub.api("GET", "users/alice").json()["servers"],
-            60,
-            interval=0.25,
-            what="alice's server to stop",
-        )
+        hub.stop_server("alice")

@@ -20,27 +20,6 @@ pytestmark = pytest.mark.timeout(240)
 GRACE = 2  # seconds without a server before the clusters stop
 
 
-def start_server(hub, user):
-    r = hub.api("POST", f"users/{user}/server")
-    assert r.status_code in (201, 202, 400), r.text  # 400: already running
-    wait_for(
-        lambda: hub.api("GET", f"users/{user}").json()["servers"].get("", {}).get("ready"),
-        90,
-        interval=0.25,
-        what=f"{user}'s server",
-    )
-
-
-def stop_server(hub, user):
-    hub.api("DELETE", f"users/{user}/server")
-    wait_for(
-        lambda: not hub.api("GET", f"users/{user}").json()["servers"],
-        60,
-        interval=0.25,
-        what=f"{user}'s server to stop",
-    )
-
-
 def follows(hub, user):
     """Wait until the gateway has seen ``user`` with a server (it says so once)."""
     wait_for(
@@ -89,8 +68,8 @@ def hub(make_hub):
 
 def test_clusters_stop_with_their_owners_server(hub):
     alice_token, bob_token = hub.new_token("alice")["token"], hub.new_token("bob")["token"]
-    start_server(hub, "alice")
-    start_server(hub, "bob")
+    hub.start_server("alice")
+    hub.start_server("bob")
     try:
         with hub.gateway(alice_token) as alice, hub.gateway(bob_token) as bob:
             mine = alice.submit()
@@ -99,7 +78,7 @@ def test_clusters_stop_with_their_owners_server(hub):
             assert bob.connect(theirs).status == "running"
             follows(hub, "alice")
             follows(hub, "bob")
-            stop_server(hub, "alice")
+            hub.stop_server("alice")
             wait_for(
                 lambda: status(alice, mine) == "STOPPED",
                 GRACE + 30,
@@ -114,7 +93,7 @@ def test_clusters_stop_with_their_owners_server(hub):
             assert status(bob, theirs) == "RUNNING"  # bob's server still runs
             bob.stop_cluster(theirs)
     finally:
-        stop_server(hub, "bob")
+        hub.stop_server("bob")
 
 
 def test_a_culled_server_takes_its_clusters_along(make_hub):
@@ -134,7 +113,7 @@ def test_a_culled_server_takes_its_clusters_along(make_hub):
         gateway_config=WATCH,
     )
     token = hub.new_token("carol")["token"]
-    start_server(hub, "carol")
+    hub.start_server("carol")
     with hub.gateway(token) as carol:
         name = carol.submit()
         assert carol.connect(name).status == "running"
@@ -161,11 +140,11 @@ def test_with_the_setting_off_clusters_survive_their_server(make_hub):
         gateway_config=WATCH + "c.DaskGateway.stop_clusters_when_server_stops = False\n",
     )
     token = hub.new_token("dave")["token"]
-    start_server(hub, "dave")
+    hub.start_server("dave")
     with hub.gateway(token) as dave:
         name = dave.submit()
         assert dave.connect(name).status == "running"
-        stop_server(hub, "dave")
+        hub.stop_server("dave")
         # With the watch on, the cluster would stop within the grace period after a
         # poll; here it must still run after both have passed (an observation window,
         # not a wait for readiness).

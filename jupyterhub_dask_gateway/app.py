@@ -35,7 +35,7 @@ from .errors import StartupError
 from .files import write_private
 from .handlers import default_handlers
 from .hub_watch import ServerWatch, access_roles
-from .kerberos import KerberosAuthenticator
+from .kerberos import GatewayKerberosAuthenticator
 from .metrics import GatewayMetrics
 from .proxy.handoff import HandoffReceiver
 from .quotas import Quotas
@@ -57,6 +57,9 @@ MANAGER_SETTINGS = (
     "db_cleanup_period",
     "db_cluster_max_age",
     "sharing_option",
+    "retry_limit",
+    "retry_base_delay",
+    "retry_max_delay",
 )
 
 # Configurable base classes the gateway shares with the Hub (and every other traitlets
@@ -131,7 +134,7 @@ class DaskGateway(Application):
             DaskGateway,
             BasicAuthenticator,
             JupyterHubAuthenticator,
-            KerberosAuthenticator,
+            GatewayKerberosAuthenticator,
             Backend,
             LocalBackend,
             ClusterConfig,
@@ -285,6 +288,18 @@ class DaskGateway(Application):
     ).tag(config=True)
     worker_start_failure_limit = Integer(
         3, help="Consecutive worker start failures after which the cluster is FAILED."
+    ).tag(config=True)
+    retry_limit = Integer(
+        5,
+        min=1,
+        help="Attempts of a failing backend operation (a scheduler start, a stop) before the "
+        "cluster is FAILED with its last error; errors the user caused fail at once.",
+    ).tag(config=True)
+    retry_base_delay = Float(
+        0.5, min=0, help="Seconds before the first retry of a failing backend operation."
+    ).tag(config=True)
+    retry_max_delay = Float(
+        30, min=0, help="The longest wait between retries (the delay doubles up to it)."
     ).tag(config=True)
     parallelism = Integer(
         10, min=1, help="Concurrent reconcile tasks (and backend operations per cluster)."

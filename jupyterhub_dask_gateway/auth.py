@@ -356,7 +356,7 @@ def load_authenticator_class(name: str) -> type[GatewayAuthenticator]:
         builtin={
             "basic": "jupyterhub_dask_gateway.auth.BasicAuthenticator",
             "jupyterhub": "jupyterhub_dask_gateway.auth.JupyterHubAuthenticator",
-            "kerberos": "jupyterhub_dask_gateway.kerberos.KerberosAuthenticator",
+            "kerberos": "jupyterhub_dask_gateway.kerberos.GatewayKerberosAuthenticator",
         },
         aliases=DASK_GATEWAY_NAMES,
         base=GatewayAuthenticator,

@@ -413,7 +413,7 @@ class LogsHandler(_OwnerOnlyHandler):
         cluster = self.owned_cluster(name)
         process = self.get_query_argument("process", "scheduler")
         raw = self.get_query_argument("tail", "100")
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LOG_LINES:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LOG_LINES:
             raise BadRequest(f"tail must be an integer from 1 to {MAX_LOG_LINES}")
         worker = None
         if process != "scheduler":

@@ -95,6 +95,12 @@ def configure_jupyterhub(
     for key, value in settings.items():
         setattr(c.DaskGateway, key, value)
     c.DaskGateway.proxy_address = proxy_address
+    # Every user may use the gateway (the default user role): the Hub grants it, and the
+    # gateway reads it to know that nobody can lose it (hub_watch.access_roles).
+    access_scope = f"access:services!service={name}"
+    extra = c.JupyterHub.get("extra_user_scopes")
+    extra = set(extra) if isinstance(extra, (set, list, tuple)) else set()
+    c.JupyterHub.extra_user_scopes = extra | {access_scope}
     if os.environ.get("JHDG_LOADING_CONFIG"):
         return  # inside the gateway service: the Hub parts below are not ours to set
 
@@ -102,7 +108,6 @@ def configure_jupyterhub(
     if not config_file:
         raise ValueError("configure_jupyterhub could not find the config file; pass config_file=")
     admin_scope = ADMIN_SCOPE_TEMPLATE.format(name=name)
-    access_scope = f"access:services!service={name}"
 
     service = {
         "name": name,
@@ -125,13 +130,6 @@ def configure_jupyterhub(
     roles = [r for r in _as_list(c.JupyterHub.load_roles) if r.get("name") != f"{name}-service"]
     roles.append({"name": f"{name}-service", "services": [name], "scopes": SERVICE_ROLE_SCOPES})
     c.JupyterHub.load_roles = roles
-
-    extra = (
-        set(c.JupyterHub.extra_user_scopes)
-        if isinstance(c.JupyterHub.extra_user_scopes, (set, list, tuple))
-        else set()
-    )
-    c.JupyterHub.extra_user_scopes = extra | {access_scope}
 
     token_scopes = c.Spawner.server_token_scopes
     if not isinstance(token_scopes, (list, tuple)):

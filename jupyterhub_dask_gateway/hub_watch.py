@@ -65,6 +65,7 @@ class ServerWatch:
         self.access_roles = access_roles
         self.access_check_period = access_check_period
         self._access_checked = float("-inf")
+        self._warned: set[str] = set()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="hub-server-watch")
@@ -167,12 +168,26 @@ class ServerWatch:
                 if exc.code == 404:
                     continue
                 raise
+            if "roles" not in user:
+                # The service's role lacks read:roles:users (an older hand-written role):
+                # unknown is not "no access".
+                self._warn_once(
+                    "Cannot check who still has access: the service's role needs the "
+                    "read:roles:users and read:roles:groups scopes"
+                )
+                allowed.add(name)
+                continue
             roles = set(user.get("roles") or ())
             for group in user.get("groups") or ():
                 roles |= group_roles.get(group, set())
             if user.get("admin") or roles & self.access_roles:
                 allowed.add(name)
         return allowed
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            self.log.warning(message)
 
     async def _all(self, path: str, **params) -> list[dict]:
         """Every item of a paginated Hub list."""
@@ -198,15 +213,31 @@ class ServerWatch:
 
 def access_roles(hub_config, service_name: str) -> set[str] | None:
     """The roles whose scopes let a user use the service, from the Hub's own config
-    (``c.JupyterHub.load_roles``), or ``None`` when the default ``user`` role still
-    grants it to everyone (``configure_jupyterhub`` adds it to ``extra_user_scopes``)."""
+    (``c.JupyterHub.load_roles``, ``extra_user_scopes``), or ``None`` when every user has
+    it through the ``user`` role (``configure_jupyterhub`` adds the scope to
+    ``extra_user_scopes``) or the config does not say (the service loads a file of its
+    own): then nothing is checked."""
     grants = {"access:services", f"access:services!service={service_name}"}
-    roles = hub_config.get("load_roles") if hasattr(hub_config, "get") else None
-    if isinstance(roles, LazyConfigValue):  # `c.JupyterHub.load_roles += [...]` alone
-        roles = roles.get_value([])
-    if not isinstance(roles, (list, tuple)):
+    if not hasattr(hub_config, "get"):
         return None
-    defined = {r.get("name"): set(r.get("scopes") or ()) for r in roles if isinstance(r, dict)}
-    if "user" not in defined:
+    roles = _resolved(hub_config.get("load_roles"), [])
+    defined = {
+        r.get("name"): set(r.get("scopes") or ()) for r in roles or () if isinstance(r, dict)
+    }
+    extra = _resolved(hub_config.get("extra_user_scopes"), set())
+    if "user" in defined:
+        user_scopes = defined["user"]
+    elif roles is None and extra is None:
+        return None  # not the Hub's config: nothing to go by
+    else:
+        user_scopes = {"self", *(extra or ())}
+    if user_scopes & grants:
         return None
     return {"admin"} | {name for name, scopes in defined.items() if scopes & grants}
+
+
+def _resolved(value, empty):
+    """A config value, with ``+=`` / ``|=`` on an unset trait (a LazyConfigValue) applied."""
+    if isinstance(value, LazyConfigValue):
+        return value.get_value(empty)
+    return value if isinstance(value, (list, tuple, set, frozenset)) else None

@@ -42,8 +42,14 @@ from .models import User
 REPLAY_WINDOW = 600
 
 
-class KerberosAuthenticator(GatewayAuthenticator):
-    """SPNEGO/Negotiate with a service keytab."""
+class GatewayKerberosAuthenticator(GatewayAuthenticator):
+    """SPNEGO/Negotiate with a service keytab.
+
+    Not named ``KerberosAuthenticator`` like dask-gateway-server's: that is also the name
+    of the Hub's Kerberos login (jupyterhub-kerberosauthenticator), whose
+    ``c.KerberosAuthenticator.keytab`` in a shared ``jupyterhub_config.py`` would then
+    configure the gateway too.
+    """
 
     challenge = "Negotiate"
 
@@ -181,7 +187,8 @@ class KerberosAuthenticator(GatewayAuthenticator):
                 "WWW-Authenticate", f"Negotiate {base64.b64encode(reply).decode()}"
             )
         name = self.user_for_principal(principal)
-        groups = _system_groups(name)
+        # pwd/grp may ask the network (SSSD, LDAP): off the event loop.
+        groups = await asyncio.to_thread(_system_groups, name)
         admin = bool(self.admin_groups & groups)
         return User(name, frozenset(groups), admin)
 
@@ -226,7 +233,7 @@ class KerberosAuthenticator(GatewayAuthenticator):
         if not user or "/" in user:
             raise Forbidden(
                 f"Kerberos principal {principal} is not a user (a service or an instance); "
-                "set KerberosAuthenticator.principal_to_user to map it"
+                "set GatewayKerberosAuthenticator.principal_to_user to map it"
             )
         if realm == self.realm:
             return user

@@ -69,8 +69,9 @@ def test_a_failed_start_explains_itself(gw):
     assert get(gw, f"clusters/{name}/events", user="bob").status_code == 404
     admin = get(gw, f"clusters/{name}/logs", user="ops", password="ops-secret")
     assert admin.status_code == 200 and "boom" in admin.json()["text"]
-    bad = get(gw, f"clusters/{name}/logs", tail="lots")
-    assert bad.status_code == 400 and "tail must be" in bad.json()["error"]
+    for tail in ("lots", "²", "0", "1001"):
+        bad = get(gw, f"clusters/{name}/logs", tail=tail)
+        assert bad.status_code == 400 and "tail must be" in bad.json()["error"], tail
     assert get(gw, f"clusters/{name}/logs", process="nope").status_code == 404
 
 

@@ -171,7 +171,11 @@ def test_configure_jupyterhub_adds_and_keeps(tmp_path, monkeypatch):
     inside = Config()
     configure_jupyterhub(inside, proxy_address="127.0.0.1:9998", backend_class="local")
     assert inside.DaskGateway.backend_class == "local"
-    assert "JupyterHub" not in inside and "Spawner" not in inside
+    assert "Spawner" not in inside
+    # ... and the one Hub setting the gateway reads: every user may use it (hub_watch.py).
+    assert dict(inside.JupyterHub) == {
+        "extra_user_scopes": {"access:services!service=dask-gateway"}
+    }
 
 
 def test_client_lifecycle_and_isolation(hub, tokens):

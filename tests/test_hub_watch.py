@@ -133,9 +133,14 @@ def test_access_roles_come_from_the_hubs_config():
     from jupyterhub_dask_gateway.hub_watch import access_roles
 
     c = Config()
-    assert access_roles(c.JupyterHub, "dask-gateway") is None  # the default user role
+    assert access_roles(c.JupyterHub, "dask-gateway") is None  # not the Hub's config
     c.JupyterHub.load_roles = [{"name": "dask-gateway-service", "scopes": ["list:users"]}]
-    assert access_roles(c.JupyterHub, "dask-gateway") is None  # user role not redefined
+    c.JupyterHub.extra_user_scopes = {"access:services!service=dask-gateway"}
+    assert access_roles(c.JupyterHub, "dask-gateway") is None  # as configure_jupyterhub sets
+    # The manual way of letting only some users in: no extra_user_scopes, a group role.
+    c.JupyterHub.extra_user_scopes = set()
+    c.JupyterHub.load_roles += [{"name": "dask-users", "scopes": ["access:services"]}]
+    assert access_roles(c.JupyterHub, "dask-gateway") == {"admin", "dask-users"}
     c.JupyterHub.load_roles += [
         {"name": "user", "scopes": ["self"]},
         {"name": "dask-users", "scopes": ["access:services!service=dask-gateway"]},
@@ -153,6 +158,7 @@ async def test_a_user_who_loses_access_loses_their_clusters(make_manager, clock)
     models = {
         "alice": {"roles": ["user"], "groups": ["dask"], "admin": False},
         "bob": {"roles": ["user", "dask-users"], "groups": [], "admin": False},
+        "carol": {"groups": ["dask"], "admin": False},  # no read:roles:users: unknown
     }
     groups = [{"name": "dask", "roles": ["dask-users"]}]
 
@@ -163,12 +169,14 @@ async def test_a_user_who_loses_access_loses_their_clusters(make_manager, clock)
 
     hub._get = get
     alice, bob = await running_cluster(manager), await running_cluster(manager, User("bob"))
+    carol = await running_cluster(manager, User("carol"))
+    hub.users.add("carol")
     await hub.poll_once()
-    assert alice.active and bob.active
+    assert alice.active and bob.active and carol.active
     models["alice"]["groups"] = []  # removed from the group that granted access
     await hub.poll_once()
     assert alice.active  # checked again only after access_check_period
     clock.advance(61)
     await hub.poll_once()
-    assert alice.target == JobStatus.STOPPED and bob.active
+    assert alice.target == JobStatus.STOPPED and bob.active and carol.active
     assert alice.reason == "because its owner alice lost access to the gateway"

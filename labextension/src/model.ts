@@ -1,5 +1,6 @@
 /**
- * The panel's data: the cluster list (active clusters, and failures for a while),
+ * The panel's data: the cluster list (active clusters, and failures and stops the
+ * user did not ask for, for a while),
  * an admin's all-users view and its owner filter, the relay's config, the options
  * spec and the actions in flight. A `Poll` refreshes the list (backing off after errors,
  * standing by while the sidebar or the browser tab is hidden); every change is
@@ -21,8 +22,37 @@ import {
   LoadState
 } from './tokens';
 
-/** The statuses the panel lists: the active ones, and failures (with their reason). */
-export const LISTED_STATUSES = ['PENDING', 'RUNNING', 'STOPPING', 'FAILED'];
+/**
+ * The statuses the panel asks for: the active ones, failures (with their reason) and
+ * stops (only those `explainedStop` keeps are shown).
+ */
+export const LISTED_STATUSES = [
+  'PENDING',
+  'RUNNING',
+  'STOPPING',
+  'FAILED',
+  'STOPPED'
+];
+
+/**
+ * Whether a stopped cluster is worth listing: the gateway stopped it for a reason of
+ * its own (its owner's Hub server stopped or was culled, its owner lost access, idle
+ * timeout, gateway shut down). A stop the user or an admin asked for ("requested by
+ * ...") needs no explanation.
+ */
+export function explainedStop(cluster: IClusterInfo): boolean {
+  const reason = (cluster.reason ?? '').trim();
+  return (
+    cluster.status === 'STOPPED' &&
+    reason !== '' &&
+    !reason.startsWith('requested by ')
+  );
+}
+
+/** Whether a cluster has ended (failed or stopped): nothing left to act on. */
+export function isFinished(cluster: IClusterInfo): boolean {
+  return cluster.status === 'FAILED' || cluster.status === 'STOPPED';
+}
 
 /** What is being done to a cluster right now (shown on its card, blocks repeats). */
 export type PendingAction = 'scaling' | 'adapting' | 'stopping';
@@ -36,8 +66,11 @@ export namespace GatewayModel {
     maxRefreshInterval?: number;
     /** Admins: list every user's clusters (ignored for other users). */
     showAll?: boolean;
-    /** Seconds a failed cluster stays listed after it failed. */
-    failedVisibleFor?: number;
+    /**
+     * Seconds a finished cluster (failed, or stopped by the gateway for a reason the
+     * user did not ask for) stays listed after it ended.
+     */
+    finishedVisibleFor?: number;
     /** The clock, in ms since the epoch (tests set it). */
     now?: () => number;
     /** Start polling right away (tests turn this off to drive `refresh`). */
@@ -51,7 +84,7 @@ export class GatewayModel implements IDaskGatewayModel, IDisposable {
     this._interval = (options.refreshInterval ?? 5) * 1000;
     this._max = (options.maxRefreshInterval ?? 60) * 1000;
     this._showAll = options.showAll ?? false;
-    this._failedVisibleFor = (options.failedVisibleFor ?? 3600) * 1000;
+    this._finishedVisibleFor = (options.finishedVisibleFor ?? 3600) * 1000;
     this._now = options.now ?? Date.now;
     this._poll = new Poll({
       auto: options.autoStart ?? true,
@@ -300,13 +333,16 @@ export class GatewayModel implements IDaskGatewayModel, IDisposable {
         this.allUsers,
         LISTED_STATUSES
       );
-      // failures stay a while, so that their reason can be read, then go
-      const since = this._now() - this._failedVisibleFor;
+      // failures and unrequested stops stay a while, so that their reason can be
+      // read, then go; stops the user or an admin asked for go at once
+      const since = this._now() - this._finishedVisibleFor;
       this._clusters = sortClusters(
-        listed.filter(
-          c =>
-            c.status !== 'FAILED' || (c.stop_time ?? c.start_time ?? 0) >= since
-        )
+        listed.filter(c => {
+          if (c.status === 'STOPPED' && !explainedStop(c)) {
+            return false;
+          }
+          return !isFinished(c) || (c.stop_time ?? c.start_time ?? 0) >= since;
+        })
       );
       this._state = 'ready';
       this._error = null;
@@ -328,7 +364,7 @@ export class GatewayModel implements IDaskGatewayModel, IDisposable {
   private _clusters: IClusterInfo[] = [];
   private _config: IGatewayConfig | null = null;
   private _error: GatewayAPIError | null = null;
-  private _failedVisibleFor: number;
+  private _finishedVisibleFor: number;
   private _interval: number;
   private _max: number;
   private _now: () => number;

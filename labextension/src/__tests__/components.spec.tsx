@@ -303,6 +303,47 @@ describe('ClusterCard', () => {
     model.dispose();
   });
 
+  it('says why the gateway stopped a cluster, with no actions left but Logs', () => {
+    const reason =
+      'because the last server of its owner bob stopped (culled, or stopped by ' +
+      'the user or an admin) more than 300 s ago';
+    const { model, executed, name } = renderCard(
+      {
+        status: 'STOPPED',
+        reason,
+        owner: 'bob',
+        workers: 0,
+        dashboard_url: '/services/dask-gateway/clusters/x/status'
+      },
+      'admin'
+    );
+    expect(screen.getByText('Stopped')).toBeTruthy();
+    const text = screen.getByText(reason);
+    const box = text.closest('.jp-DaskGateway-reason');
+    expect(box?.textContent).toBe(`Stopped: ${reason}`);
+    expect(box?.classList.contains('jp-mod-stopped')).toBe(true);
+    expect(box?.classList.contains('jp-mod-failed')).toBe(false);
+    for (const label of [
+      'Dashboard',
+      'Lab panes',
+      'Insert code',
+      'Scale…',
+      'Stop'
+    ]) {
+      expect((screen.getByText(label) as HTMLButtonElement).disabled).toBe(
+        true
+      );
+    }
+    // the scale/adapt controls cannot open
+    fireEvent.click(screen.getByText('Scale…'));
+    expect(screen.queryByText('Adapt')).toBeNull();
+    const logs = screen.getByText('Logs') as HTMLButtonElement;
+    expect(logs.disabled).toBe(false);
+    fireEvent.click(logs);
+    expect(executed).toEqual([[CommandIDs.showLogs, { name }]]);
+    model.dispose();
+  });
+
   it("shows no owner line on the user's own cluster", () => {
     const { model } = renderCard();
     expect(screen.queryByText('Owner: alice')).toBeNull();

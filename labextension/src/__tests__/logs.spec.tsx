@@ -140,6 +140,28 @@ describe('ClusterLogs', () => {
     model.dispose();
   });
 
+  it('says why the gateway stopped a cluster', async () => {
+    const relay = new FakeRelay();
+    const stopped = cluster(NAME, {
+      status: 'STOPPED',
+      reason: 'because its owner alice lost access to the gateway',
+      workers: 0
+    });
+    relay.clusters = [stopped];
+    relay.events[NAME] = [
+      { time: T0, kind: 'created', message: 'Created', worker: null }
+    ];
+    relay.logs[NAME] = { scheduler: '' };
+    const model = setup(relay, stopped);
+    render(<ClusterLogs model={model} trans={trans} />);
+    await act(() => model.refresh());
+    expect(screen.getByText('Stopped')).toBeTruthy();
+    expect(screen.getByRole('note').textContent).toBe(
+      'Stopped: because its owner alice lost access to the gateway'
+    );
+    model.dispose();
+  });
+
   it("shows a failed cluster's reason and says when a log is empty", async () => {
     const relay = new FakeRelay();
     const failed = cluster(NAME, {

@@ -4,10 +4,10 @@
  */
 
 import { GatewayAPI } from '../api';
-import { GatewayModel, sortClusters } from '../model';
+import { GatewayModel, explainedStop, sortClusters } from '../model';
 import { FakeRelay, cluster } from './fakeRelay';
 
-const LISTED = 'status=PENDING%2CRUNNING%2CSTOPPING%2CFAILED';
+const LISTED = 'status=PENDING%2CRUNNING%2CSTOPPING%2CFAILED%2CSTOPPED';
 const NOW = 1_700_000_000_000;
 
 function makeModel(relay: FakeRelay, showAll = false): GatewayModel {
@@ -189,6 +189,85 @@ describe('GatewayModel', () => {
     await model.refresh();
     expect(model.clusters.map(c => c.name)).toEqual(['recent']);
     expect(model.cluster('recent')?.reason).toMatch(/exited/);
+  });
+
+  it('lists clusters the gateway stopped on its own, for an hour, with the reason', async () => {
+    const hub =
+      'because the last server of its owner alice stopped (culled, or stopped by ' +
+      'the user or an admin) more than 300 s ago';
+    relay.clusters = [
+      cluster('hub', {
+        status: 'STOPPED',
+        stop_time: NOW - 5 * 60_000,
+        reason: hub
+      }),
+      cluster('access', {
+        status: 'STOPPED',
+        stop_time: NOW - 20 * 60_000,
+        reason: 'because its owner alice lost access to the gateway'
+      }),
+      cluster('user', {
+        status: 'STOPPED',
+        stop_time: NOW - 60_000,
+        reason: 'requested by alice'
+      }),
+      cluster('silent', { status: 'STOPPED', stop_time: NOW, reason: '' }),
+      cluster('old', {
+        status: 'STOPPED',
+        stop_time: NOW - 2 * 3600_000,
+        reason: 'idle timeout'
+      }),
+      cluster('running')
+    ];
+    model = makeModel(relay);
+    await model.refresh();
+    expect(model.clusters.map(c => c.name)).toEqual([
+      'running',
+      'hub',
+      'access'
+    ]);
+    expect(model.cluster('hub')?.reason).toBe(hub);
+    expect(model.cluster('user')).toBeUndefined();
+  });
+
+  it('takes the window for failed and stopped clusters as an option', async () => {
+    relay.clusters = [
+      cluster('f', { status: 'FAILED', stop_time: NOW - 20 * 60_000 }),
+      cluster('s', {
+        status: 'STOPPED',
+        stop_time: NOW - 20 * 60_000,
+        reason: 'idle timeout'
+      }),
+      cluster('s2', {
+        status: 'STOPPED',
+        stop_time: NOW - 5 * 60_000,
+        reason: 'Gateway shut down'
+      })
+    ];
+    model = new GatewayModel({
+      api: new GatewayAPI(relay.settings()),
+      refreshInterval: 3600,
+      autoStart: false,
+      finishedVisibleFor: 600,
+      now: () => NOW
+    });
+    model.visible = true;
+    await model.refresh();
+    expect(model.clusters.map(c => c.name)).toEqual(['s2']);
+  });
+});
+
+describe('explainedStop', () => {
+  it('keeps stops the user did not ask for', () => {
+    const stopped = (reason: string) =>
+      explainedStop(cluster('c', { status: 'STOPPED', reason }));
+    expect(stopped('idle timeout')).toBe(true);
+    expect(stopped('Gateway shut down')).toBe(true);
+    expect(stopped('requested by admin')).toBe(false);
+    expect(stopped('')).toBe(false);
+    expect(
+      explainedStop(cluster('c', { status: 'FAILED', reason: 'boom' }))
+    ).toBe(false);
   });
 });
 

@@ -1,5 +1,6 @@
 /**
- * A cluster's card: status, workers, cores, memory, age, owner and failure reason,
+ * A cluster's card: status, workers, cores, memory, age, owner and the reason it
+ * failed or was stopped,
  * the action buttons (each runs a command: dashboard, lab panes, insert code, logs,
  * scale, stop) and the scale/adapt controls. Cards
  * render what the model holds; nothing here fetches.
@@ -10,7 +11,7 @@ import { CommandRegistry } from '@lumino/commands';
 import { TranslationBundle } from '@jupyterlab/translation';
 
 import { formatAge, formatBytes, formatCores, shortName } from '../format';
-import { PendingAction } from '../model';
+import { PendingAction, isFinished } from '../model';
 import { CommandIDs, IClusterInfo } from '../tokens';
 
 export interface IClusterCardProps {
@@ -84,6 +85,9 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
   const [showScale, setShowScale] = React.useState(false);
   const running = cluster.status === 'RUNNING';
   const active = running || cluster.status === 'PENDING';
+  // a failed or stopped cluster has no dashboard left to open, nothing to scale or stop
+  const finished = isFinished(cluster);
+  const dashboard = !finished && !!cluster.dashboard_url;
   const args = { name: cluster.name };
   const run =
     (id: string, extra: Record<string, any> = {}) =>
@@ -134,12 +138,21 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
         <div
           className={
             'jp-DaskGateway-reason' +
-            (cluster.status === 'FAILED' ? ' jp-mod-failed' : '')
+            (cluster.status === 'FAILED'
+              ? ' jp-mod-failed'
+              : cluster.status === 'STOPPED'
+                ? ' jp-mod-stopped'
+                : '')
           }
         >
           {cluster.status === 'FAILED' && (
             <span className="jp-DaskGateway-reason-label">
               {trans.__('Failed:')}{' '}
+            </span>
+          )}
+          {cluster.status === 'STOPPED' && (
+            <span className="jp-DaskGateway-reason-label">
+              {trans.__('Stopped:')}{' '}
             </span>
           )}
           <span className="jp-DaskGateway-reason-text">{cluster.reason}</span>
@@ -148,7 +161,7 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
       <div className="jp-DaskGateway-actions">
         <button
           className="jp-DaskGateway-button"
-          disabled={!cluster.dashboard_url}
+          disabled={!dashboard}
           title={trans.__('Open the dashboard in a new browser tab')}
           onClick={run(CommandIDs.openDashboard)}
         >
@@ -157,7 +170,7 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
         {daskLab && (
           <button
             className="jp-DaskGateway-button"
-            disabled={!cluster.dashboard_url}
+            disabled={!dashboard}
             title={trans.__("Show the dashboard's panes in JupyterLab")}
             onClick={run(CommandIDs.showInDaskLab)}
           >

@@ -1,8 +1,9 @@
 /**
  * The Logs view's React parts: the toolbar's process and length choosers, and the
- * body (the cluster's status and failure reason, its events with their times, the
- * chosen process's last log lines in a `<pre>`). They render what the
- * `ClusterLogsModel` holds and re-render on its `changed` signal; nothing here fetches.
+ * body (the cluster's status and the reason it failed or was stopped, its events
+ * with their times, the chosen process's last log lines in a `<pre>`). They render
+ * what the `ClusterLogsModel` holds and re-render on its `changed` signal; nothing
+ * here fetches.
  */
 
 import * as React from 'react';
@@ -116,6 +117,14 @@ export function ClusterLogs(props: IClusterLogsProps): JSX.Element {
           <div className="jp-DaskGateway-reason jp-mod-failed" role="note">
             <span className="jp-DaskGateway-reason-label">
               {trans.__('Failed:')}
+            </span>{' '}
+            <span className="jp-DaskGateway-reason-text">{info.reason}</span>
+          </div>
+        )}
+        {info?.status === 'STOPPED' && info.reason && (
+          <div className="jp-DaskGateway-reason jp-mod-stopped" role="note">
+            <span className="jp-DaskGateway-reason-label">
+              {trans.__('Stopped:')}
             </span>{' '}
             <span className="jp-DaskGateway-reason-text">{info.reason}</span>
           </div>

@@ -66,6 +66,7 @@ class ServerWatch:
         self.access_check_period = access_check_period
         self._access_checked = float("-inf")
         self._warned: set[str] = set()
+        self._exists_checked: dict[str, float] = {}
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="hub-server-watch")
@@ -110,7 +111,8 @@ class ServerWatch:
                 self._seen_active.add(name)
                 self._inactive_since.pop(name, None)
                 continue
-            if name not in self._inactive_since:
+            first = name not in self._inactive_since
+            if first:
                 self._inactive_since[name] = now
                 if name in self._seen_active:
                     self.log.info(
@@ -118,6 +120,11 @@ class ServerWatch:
                         name,
                         self.grace,
                     )
+            # Is the user still there? When first seen without a server, then again every
+            # access_check_period (a user deleted later, who never had a server).
+            last = self._exists_checked.get(name, float("-inf"))
+            if first or now - last >= self.access_check_period:
+                self._exists_checked[name] = now
                 if not await self.user_exists(name):
                     self._stop(name, f"its owner {name} was deleted from the Hub")
                     continue
@@ -137,6 +144,7 @@ class ServerWatch:
 
     def _forget_except(self, owners: set[str]) -> None:
         self._seen_active &= owners
+        self._exists_checked = {k: v for k, v in self._exists_checked.items() if k in owners}
         for name in list(self._inactive_since):
             if name not in owners:
                 del self._inactive_since[name]

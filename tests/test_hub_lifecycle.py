@@ -63,7 +63,7 @@ CULLER = [
 
 @pytest.fixture(scope="module")
 def hub(make_hub):
-    return make_hub(gateway_config=WATCH)
+    return make_hub(hub_config="c.JupyterHub.allow_named_servers = True\n", gateway_config=WATCH)
 
 
 def test_clusters_stop_with_their_owners_server(hub):
@@ -94,6 +94,30 @@ def test_clusters_stop_with_their_owners_server(hub):
             bob.stop_cluster(theirs)
     finally:
         hub.stop_server("bob")
+
+
+def test_named_servers_count(hub):
+    token = hub.new_token("dave")["token"]
+    r = hub.api("POST", "users/dave/servers/work")
+    assert r.status_code in (201, 202), r.text
+    wait_for(
+        lambda: hub.api("GET", "users/dave").json()["servers"].get("work", {}).get("ready"),
+        90,
+        interval=0.25,
+        what="dave's named server",
+    )
+    with hub.gateway(token) as dave:
+        name = dave.submit()
+        assert dave.connect(name).status == "running"
+        follows(hub, "dave")  # his only server is a named one
+        assert status(dave, name) == "RUNNING"
+        hub.api("DELETE", "users/dave/servers/work")
+        wait_for(
+            lambda: status(dave, name) == "STOPPED",
+            GRACE + 30,
+            interval=0.2,
+            what="dave's cluster to stop with his named server",
+        )
 
 
 def test_a_culled_server_takes_its_clusters_along(make_hub):

@@ -61,7 +61,8 @@ async def test_clusters_stop_a_grace_period_after_the_last_server(make_manager, 
     assert "last server of its owner alice stopped" in alice.reason
     await settled(manager, lambda: alice.status.done, "the stop")
     assert kinds(manager, alice)[-2:] == ["stop_requested", "stopped"]
-    assert hub.existence_checks == 2  # once each time alice was first seen without one
+    # Each time alice was first seen without one, and once more access_check_period later.
+    assert hub.existence_checks == 3
 
 
 async def test_owners_never_seen_with_a_server_keep_their_clusters(make_manager, clock):
@@ -180,3 +181,17 @@ async def test_a_user_who_loses_access_loses_their_clusters(make_manager, clock)
     await hub.poll_once()
     assert alice.target == JobStatus.STOPPED and bob.active and carol.active
     assert alice.reason == "because its owner alice lost access to the gateway"
+
+
+async def test_an_owner_deleted_later_is_noticed(make_manager, clock):
+    manager = await make_manager()
+    hub = FakeHub(manager, clock, grace=3600)
+    cluster = await running_cluster(manager)  # alice: never seen with a server
+    await hub.poll_once()
+    hub.users.discard("alice")
+    clock.advance(30)
+    await hub.poll_once()
+    assert cluster.active  # not asked again yet
+    clock.advance(31)
+    await hub.poll_once()
+    assert cluster.reason == "because its owner alice was deleted from the Hub"

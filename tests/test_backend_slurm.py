@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -113,7 +114,13 @@ c.SlurmBackend.status_cache_seconds = 1
 
 def details(gw, name: str) -> dict:
     """What the gateway tells the cluster's owner about it (the panel's view)."""
-    req = urllib.request.Request(f"{gw.address}/api/v1/cluster-details/{name}")
+    return api_json(gw, f"cluster-details/{name}")
+
+
+def api_json(gw, path: str, **params) -> dict:
+    """``GET api/v1/<path>`` as the cluster's owner."""
+    url = f"{gw.address}/api/v1/{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
+    req = urllib.request.Request(url)
     cred = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
     req.add_header("Authorization", f"Basic {cred}")
     with urllib.request.urlopen(req, timeout=30) as resp:
@@ -156,6 +163,14 @@ def test_cluster_lifecycle_on_slurm(slurm_tag, make_gateway):
                 )
                 wait_for(lambda: len(client.scheduler_info()["workers"]) == 1, 30, 0.2, "1 worker")
                 assert client.submit(lambda: 7 * 6).result(timeout=60) == 42
+                # The owner reads the jobs' output through the gateway (the logs endpoint).
+                logs = api_json(gw, f"clusters/{name}/logs", tail=200)
+                assert "Scheduler at" in logs["text"]
+                (worker,) = client.scheduler_info()["workers"].values()
+                worker_log = api_json(gw, f"clusters/{name}/logs", process=str(worker["name"]))
+                assert "Start worker" in worker_log["text"]
+                kinds = [e["kind"] for e in api_json(gw, f"clusters/{name}/events")["events"]]
+                assert kinds[:2] == ["created", "started"] and "worker_running" in kinds
             finally:
                 client.close()
         finally:

@@ -351,32 +351,37 @@ def execute_in_kernel(ws, code, timeout=120) -> tuple[str, dict]:
     return "".join(out), reply
 
 
-def test_notebook_kernel_with_zero_config(hub, tokens):
-    token = tokens["alice"]
-    hub.start_server("alice")
+def run_in_kernel(hub, user, token, code) -> str:
+    """Spawn ``user``'s server, run ``code`` in a new kernel, stop the server; the output."""
+    hub.start_server(user)
     try:
         auth = {"Authorization": f"token {token}"}
-        r = requests.post(f"{hub.url}/user/alice/api/kernels", headers=auth, json={}, timeout=30)
+        r = requests.post(f"{hub.url}/user/{user}/api/kernels", headers=auth, json={}, timeout=30)
         assert r.status_code == 201, r.text
-        kernel = r.json()["id"]
         ws = websocket.create_connection(
-            f"{hub.ws_url}/user/alice/api/kernels/{kernel}/channels",
+            f"{hub.ws_url}/user/{user}/api/kernels/{r.json()['id']}/channels",
             header=[f"Authorization: token {token}"],
             timeout=60,
         )
         try:
-            out, reply = execute_in_kernel(ws, NOTEBOOK_CODE)
+            out, reply = execute_in_kernel(ws, code)
         finally:
             ws.close()
         assert reply["status"] == "ok", out
-        assert f"ADDRESS {hub.gateway_url}" in out
-        assert "RESULT 42" in out
-        name = re.search(r"CLUSTER (\w+)", out).group(1)
-        # the kernel's cluster was alice's (made with her server's token), and it is gone
-        with hub.gateway(token) as alice:
-            wait_stopped(alice, name)
+        return out
     finally:
-        hub.stop_server("alice")
+        hub.stop_server(user)
+
+
+def test_notebook_kernel_with_zero_config(hub, tokens):
+    token = tokens["alice"]
+    out = run_in_kernel(hub, "alice", token, NOTEBOOK_CODE)
+    assert f"ADDRESS {hub.gateway_url}" in out
+    assert "RESULT 42" in out
+    name = re.search(r"CLUSTER (\w+)", out).group(1)
+    # the kernel's cluster was alice's (made with her server's token), and it is gone
+    with hub.gateway(token) as alice:
+        wait_stopped(alice, name)
 
 
 # --- dashboards behind the Hub's login ----------------------------------------------------

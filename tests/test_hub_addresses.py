@@ -13,9 +13,7 @@ from __future__ import annotations
 import re
 
 import pytest
-import requests
-import websocket
-from test_hub import execute_in_kernel, wait_stopped
+from test_hub import run_in_kernel, wait_stopped
 from traitlets.config import Config
 from traitlets.config.loader import DeferredConfigString
 
@@ -259,7 +257,7 @@ def test_zero_config_kernel(make_hub, way):
         expected = expected.format(port=hub.port) + f"/services/{SERVICE}"
         public = public.format(port=hub.port) + f"/services/{SERVICE}" if public else expected
         token = hub.new_token("alice")["token"]
-        out = run_in_alices_kernel(hub, token, KERNEL_CODE)
+        out = run_in_kernel(hub, "alice", token, KERNEL_CODE)
         assert f"ADDRESS {expected}\n" in out, out
         assert f"PUBLIC_ADDRESS {public}\n" in out, out
         assert f"PROXY_ADDRESS {hub.gateway_proxy_address}\n" in out, out
@@ -269,25 +267,3 @@ def test_zero_config_kernel(make_hub, way):
             wait_stopped(alice, name)
     finally:
         hub.stop()  # one Hub at a time on this machine
-
-
-def run_in_alices_kernel(hub, token, code) -> str:
-    """Spawn alice's server, run ``code`` in a new kernel, stop the server; the output."""
-    hub.start_server("alice")
-    try:
-        auth = {"Authorization": f"token {token}"}
-        r = requests.post(f"{hub.url}/user/alice/api/kernels", headers=auth, json={}, timeout=30)
-        assert r.status_code == 201, r.text
-        ws = websocket.create_connection(
-            f"{hub.ws_url}/user/alice/api/kernels/{r.json()['id']}/channels",
-            header=[f"Authorization: token {token}"],
-            timeout=60,
-        )
-        try:
-            out, reply = execute_in_kernel(ws, code)
-        finally:
-            ws.close()
-        assert reply["status"] == "ok", out
-        return out
-    finally:
-        hub.stop_server("alice")

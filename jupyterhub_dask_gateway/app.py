@@ -209,7 +209,7 @@ class DaskGateway(Application):
         return "jupyterhub" if os.environ.get("JUPYTERHUB_API_TOKEN") else "basic"
 
     backend_class = Unicode(
-        "local", help='Backend: "local", "slurm", "pbs", or an import string.'
+        "local", help='Backend: "local", "slurm", "pbs", "kubernetes", or an import string.'
     ).tag(config=True)
 
     # --- state ------------------------------------------------------------------------

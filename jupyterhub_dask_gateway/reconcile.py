@@ -134,6 +134,7 @@ class ClusterManager(LoggingConfigurable):
             if name in self.clusters:
                 self.events.load(name, events)
         self.listings.changed()
+        await self.backend.reattach([c for c in self.clusters.values() if not c.status.done])
         now = self.clock()
         for cluster in self.clusters.values():
             if cluster.status.done:

@@ -105,6 +105,7 @@ class GatewaySchedulerPlugin(SchedulerPlugin):
         idle_timeout,
         handoff_socket="",
         handoff_peer_uids=(),
+        api_port=0,
     ):
         self.scheduler = scheduler
         self.api_url = api_url.rstrip("/")
@@ -122,6 +123,7 @@ class GatewaySchedulerPlugin(SchedulerPlugin):
         self.closing: set[str] = set()
         self.closed: set[str] = set()
         self.api_address = ""
+        self.api_port = api_port  # 0: a free one; a pod's fixed container port otherwise
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._http = AsyncHTTPClient(force_instance=True)
@@ -151,7 +153,7 @@ class GatewaySchedulerPlugin(SchedulerPlugin):
         app = Application(
             [(r"/api/comm", _CommHandler, {"plugin": self}), (r"/api/health", _HealthHandler)]
         )
-        sockets = bind_sockets(0, address=host)
+        sockets = bind_sockets(self.api_port, address=host)
         self._server = HTTPServer(app)
         self._server.add_sockets(sockets)
         port = sockets[0].getsockname()[1]
@@ -415,6 +417,7 @@ async def dask_setup(scheduler):
         idle_timeout=_env_float("JHDG_IDLE_TIMEOUT", 0),
         handoff_socket=os.environ.get("JHDG_HANDOFF_SOCKET", ""),
         handoff_peer_uids=[int(peer_uid)] if peer_uid.isdigit() else [],
+        api_port=int(_env_float("JHDG_API_PORT", 0)),
     )
     scheduler.add_plugin(plugin)
     await plugin.launch()

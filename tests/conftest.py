@@ -69,8 +69,11 @@ def tmp_path(tmp_path):
 class GatewayProcess:
     """A gateway started from its CLI (``jupyterhub-dask-gateway --config FILE``)."""
 
-    def __init__(self, directory: Path, config: str, api_port: int, proxy_port: int):
+    def __init__(
+        self, directory: Path, config: str, api_port: int, proxy_port: int, api_host="127.0.0.1"
+    ):
         self.directory = directory
+        self.api_host = api_host
         self.state_dir = str(directory / "state")
         self.api_port = api_port
         self.proxy_port = proxy_port
@@ -109,7 +112,7 @@ class GatewayProcess:
         def ready():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited: {self.log()[-3000:]}")
-            return port_open(self.api_port) and port_open(self.proxy_port)
+            return port_open(self.api_port, self.api_host) and port_open(self.proxy_port)
 
         wait_for(ready, timeout, what="the gateway to listen")
         return self
@@ -138,9 +141,9 @@ class GatewayProcess:
         kill_all(processes_under(self.state_dir))
 
 
-def gateway_config(state_dir, api_port, proxy_port, extra=""):
+def gateway_config(state_dir, api_port, proxy_port, extra="", api_host="127.0.0.1"):
     return textwrap.dedent(f"""
-        c.DaskGateway.address = "127.0.0.1:{api_port}"
+        c.DaskGateway.address = "{api_host}:{api_port}"
         c.DaskGateway.proxy_address = "127.0.0.1:{proxy_port}"
         c.DaskGateway.state_dir = {str(state_dir)!r}
         c.DaskGateway.authenticator_class = "basic"
@@ -162,11 +165,12 @@ def make_gateway(tmp_path):
     """
     started: list[GatewayProcess] = []
 
-    def factory(extra="", start=True, directory=None) -> GatewayProcess:
+    def factory(extra="", start=True, directory=None, api_host="127.0.0.1") -> GatewayProcess:
         d = directory or tmp_path / f"gw{len(started)}"
         d.mkdir(exist_ok=True)
         api, proxy = free_port(), free_port()
-        gw = GatewayProcess(d, gateway_config(d / "state", api, proxy, extra), api, proxy)
+        config = gateway_config(d / "state", api, proxy, extra, api_host)
+        gw = GatewayProcess(d, config, api, proxy, api_host)
         started.append(gw)
         return gw.start() if start else gw
 

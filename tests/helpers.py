@@ -105,10 +105,10 @@ def wait_for(predicate, timeout=30.0, interval=0.05, what="condition"):
     raise TimeoutError(f"Timed out after {timeout}s waiting for {what}; last error: {last_exc}")
 
 
-def port_open(port: int) -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0
 
 
 def processes_under(directory: str) -> list[psutil.Process]:

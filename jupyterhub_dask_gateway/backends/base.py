@@ -25,7 +25,8 @@ is defined, so an incomplete backend fails at import, not at its first cluster):
 ``stop_worker(cluster, worker) -> None``
     Idempotent, from ``worker.state`` alone.
 
-The rest have defaults: ``setup()``/``cleanup()`` for the backend's lifetime;
+The rest have defaults: ``setup()``/``cleanup()`` for the backend's lifetime and
+``reattach(clusters)`` after a restart;
 ``check_owner(username)`` to refuse users it cannot run clusters for;
 ``check_clusters``/``check_workers`` for liveness; ``log_tail`` for what the
 processes printed; ``confirm_address`` for where its schedulers really listen
@@ -240,8 +241,9 @@ class Backend(LoggingConfigurable):
         "an address the workers can reach for job-queue backends.",
     ).tag(config=True)
 
-    def scheduler_command(self, cluster) -> list[str]:
-        """``python -m distributed.cli.dask_scheduler`` with TLS and our preload."""
+    def scheduler_command(self, cluster, port: int = 0, dashboard_port: int = 0) -> list[str]:
+        """``python -m distributed.cli.dask_scheduler`` with TLS and our preload
+        (listening on free ports unless told which)."""
         host = self.listen_host
         return [
             cluster.config.get("python") or sys.executable,
@@ -252,9 +254,9 @@ class Backend(LoggingConfigurable):
             "--host",
             host,
             "--port",
-            "0",
+            str(port),
             "--dashboard-address",
-            join_hostport(host, 0),
+            join_hostport(host, dashboard_port),
             "--preload",
             "jupyterhub_dask_gateway.scheduler_preload",
         ]
@@ -397,6 +399,12 @@ class Backend(LoggingConfigurable):
     async def cleanup(self) -> None:
         """Called once when the gateway stops (clusters keep running)."""
 
+    async def reattach(self, clusters) -> None:
+        """Called once when the gateway starts, after ``setup``, with every cluster the
+        store holds as not finished: the backend picks them up again and removes what
+        it started for any other cluster (left over by a crash between a start and its
+        record, or by a stop that did not finish). The default does nothing."""
+
     async def check_clusters(self, clusters) -> list[tuple[bool, str]]:
         """One ``(alive, reason)`` per cluster whose scheduler was started (periodic).
 
@@ -446,12 +454,14 @@ DASK_GATEWAY_NAMES = {
     "dask_gateway_server.backends.local.UnsafeLocalBackend": "local",
     "dask_gateway_server.backends.jobqueue.slurm.SlurmBackend": "slurm",
     "dask_gateway_server.backends.jobqueue.pbs.PBSBackend": "pbs",
+    "dask_gateway_server.backends.kubernetes.KubeBackend": "kubernetes",
+    "dask_gateway_server.backends.kubernetes.backend.KubeBackend": "kubernetes",
 }
 
 
 def load_backend_class(name: str) -> type[Backend]:
-    """An entry-point name (``local``, ``slurm``, ``pbs``), a dask-gateway-server class
-    path, or an import string."""
+    """An entry-point name (``local``, ``slurm``, ``pbs``, ``kubernetes``), a
+    dask-gateway-server class path, or an import string."""
     return load_plugin_class(
         name,
         group="jupyterhub_dask_gateway.backends",
@@ -459,6 +469,7 @@ def load_backend_class(name: str) -> type[Backend]:
             "local": "jupyterhub_dask_gateway.backends.local.LocalBackend",
             "slurm": "jupyterhub_dask_gateway.backends.slurm.SlurmBackend",
             "pbs": "jupyterhub_dask_gateway.backends.pbs.PBSBackend",
+            "kubernetes": "jupyterhub_dask_gateway.backends.kubernetes.KubeBackend",
         },
         aliases=DASK_GATEWAY_NAMES,
         base=Backend,

@@ -1,0 +1,229 @@
+"""A thin layer over kubernetes_asyncio: connect, and the calls the backend makes.
+
+Everything comes back as plain JSON dicts (``_preload_content=False``): the
+backend reads a handful of fields, and skipping the model classes keeps a busy
+watch cheap. kubernetes_asyncio is worth its weight for what is hard to get
+right alone: kubeconfig loading with every auth method (tokens, client
+certificates, exec plugins such as ``aws eks get-token``, OIDC), in-cluster
+service-account tokens that rotate, and TLS to the API server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ...errors import BackendError
+
+IN_CLUSTER_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+class KubeError(BackendError):
+    """An error answer of the Kubernetes API (``status`` is its HTTP status, 0 if none)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(
+        IN_CLUSTER_NAMESPACE_FILE
+    )
+
+
+async def connect(kubeconfig: str = "") -> tuple[object, str]:
+    """An ``ApiClient`` and the namespace the credentials default to.
+
+    In a pod (and no explicit ``kubeconfig``): the pod's service account. Else the
+    kubeconfig file (``kubeconfig``, ``$KUBECONFIG``, ``~/.kube/config``).
+    """
+    from kubernetes_asyncio import client, config
+
+    if not kubeconfig and in_cluster():
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)
+        with open(IN_CLUSTER_NAMESPACE_FILE) as f:
+            namespace = f.read().strip()
+        return client.ApiClient(configuration), namespace or "default"
+    path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+    path = os.path.expanduser(path or "~/.kube/config")
+    if not os.path.exists(path):
+        raise BackendError(
+            f"No Kubernetes credentials: not running in a pod, and no kubeconfig at {path} "
+            "(set c.KubeBackend.kubeconfig)"
+        )
+    configuration = client.Configuration()
+    try:
+        await config.load_kube_config(
+            config_file=path, client_configuration=configuration, persist_config=False
+        )
+        _, active = config.list_kube_config_contexts(path)
+    except Exception as exc:  # the loader raises ConfigException, ValueError, OSError...
+        raise BackendError(f"Cannot load the kubeconfig {path}: {exc}") from None
+    namespace = ((active or {}).get("context") or {}).get("namespace") or "default"
+    return client.ApiClient(configuration), namespace
+
+
+def _message(status: int, body: bytes) -> str:
+    try:
+        data = json.loads(body)
+        text = data.get("message") or data.get("reason") or ""
+    except (ValueError, AttributeError):
+        text = body[:300].decode("utf-8", "replace")
+    return f"Kubernetes API answered {status}: {text}".rstrip(": ")
+
+
+class KubeAPI:
+    """The calls of the backend, on one ``ApiClient`` (one connection pool)."""
+
+    def __init__(self, api_client, request_timeout: float = 30):
+        from kubernetes_asyncio import client
+
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.authz = client.AuthorizationV1Api(api_client)
+        self.timeout = request_timeout
+
+    async def close(self) -> None:
+        await self.api_client.close()
+
+    async def _call(self, method, *args, **kwargs) -> dict:
+        """One request; its JSON answer, or ``KubeError``."""
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        kwargs.setdefault("_request_timeout", self.timeout)
+        try:
+            resp = await method(*args, _preload_content=False, **kwargs)
+        except ApiException as exc:
+            raise KubeError(exc.status or 0, _message(exc.status or 0, exc.body or b"")) from None
+        except (TimeoutError, OSError) as exc:
+            raise KubeError(0, f"Kubernetes API unreachable: {exc or type(exc).__name__}") from None
+        try:
+            body = await resp.read()
+        finally:
+            resp.release()
+        if not 200 <= resp.status <= 299:
+            raise KubeError(resp.status, _message(resp.status, body))
+        return json.loads(body) if body else {}
+
+    # --- pods and secrets -----------------------------------------------------------------
+    async def list_pods(self, namespace: str, selector: str) -> dict:
+        return await self._call(self.core.list_namespaced_pod, namespace, label_selector=selector)
+
+    async def create_pod(self, namespace: str, body: dict) -> dict:
+        return await self._call(self.core.create_namespaced_pod, namespace, body)
+
+    async def delete_pod(self, namespace: str, name: str, grace: int | None = None) -> None:
+        """Delete a pod; one that is gone already is no error."""
+        kwargs = {} if grace is None else {"grace_period_seconds": grace}
+        try:
+            await self._call(self.core.delete_namespaced_pod, name, namespace, **kwargs)
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+
+    async def delete_pods(self, namespace: str, selector: str) -> None:
+        await self._call(
+            self.core.delete_collection_namespaced_pod, namespace, label_selector=selector
+        )
+
+    async def create_secret(self, namespace: str, body: dict) -> dict:
+        return await self._call(self.core.create_namespaced_secret, namespace, body)
+
+    async def read_secret(self, namespace: str, name: str) -> dict:
+        return await self._call(self.core.read_namespaced_secret, name, namespace)
+
+    async def list_secrets(self, namespace: str, selector: str) -> dict:
+        return await self._call(
+            self.core.list_namespaced_secret, namespace, label_selector=selector
+        )
+
+    async def delete_secret(self, namespace: str, name: str) -> None:
+        try:
+            await self._call(
+                self.core.delete_namespaced_secret,
+                name,
+                namespace,
+                propagation_policy="Background",
+            )
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+
+    async def pod_log(self, namespace: str, name: str, lines: int, limit_bytes: int) -> str:
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        try:
+            resp = await self.core.read_namespaced_pod_log(
+                name,
+                namespace,
+                tail_lines=lines,
+                limit_bytes=limit_bytes,
+                _preload_content=False,
+                _request_timeout=self.timeout,
+            )
+        except ApiException as exc:
+            raise KubeError(exc.status or 0, _message(exc.status or 0, exc.body or b"")) from None
+        except (TimeoutError, OSError) as exc:
+            raise KubeError(0, f"Kubernetes API unreachable: {exc}") from None
+        try:
+            body = await resp.content.read(limit_bytes)
+        finally:
+            resp.release()
+        if not 200 <= resp.status <= 299:
+            raise KubeError(resp.status, _message(resp.status, body))
+        return body.decode("utf-8", "replace")
+
+    # --- watches --------------------------------------------------------------------------
+    async def watch(self, method, namespace: str, resource_version: str, timeout: int, **kw):
+        """The lines of one watch request, decoded: ``{"type", "object"}`` dicts.
+
+        Ends when the server closes the watch (after ``timeout`` seconds). An expired
+        resource version arrives as an ``ERROR`` event with code 410, as Kubernetes sends it.
+        """
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        try:
+            resp = await method(
+                namespace,
+                watch=True,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=timeout,
+                _preload_content=False,
+                _request_timeout=timeout + 30,
+                **kw,
+            )
+        except ApiException as exc:
+            raise KubeError(exc.status or 0, _message(exc.status or 0, exc.body or b"")) from None
+        try:
+            if not 200 <= resp.status <= 299:
+                raise KubeError(resp.status, _message(resp.status, await resp.read()))
+            while True:
+                line = await resp.content.readline()
+                if not line:
+                    return
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            resp.release()
+
+    # --- permissions --------------------------------------------------------------------
+    async def can(self, namespace: str, verb: str, resource: str) -> bool:
+        """A SelfSubjectAccessReview: may these credentials ``verb`` ``resource`` here?"""
+        group, _, sub = resource.partition("/")
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {
+                    "namespace": namespace,
+                    "verb": verb,
+                    "resource": group,
+                    **({"subresource": sub} if sub else {}),
+                }
+            },
+        }
+        answer = await self._call(self.authz.create_self_subject_access_review, body)
+        return bool((answer.get("status") or {}).get("allowed"))

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -25,6 +26,7 @@ UNAVAILABLE = K8S_DIR + ".unavailable"
 HOST_IP = "10.213.0.1"
 IMAGE = "docker.io/local/busybox:1"
 SECRET_MOUNT_ON_HOST = "/etc/dask-gateway"  # an empty mount point inside the chroot
+RESOLVER_CONFIGMAP = "chroot-resolver"
 
 
 def kubectl(*args, check=True, kubeconfig=KUBECONFIG, stdin=None, timeout=60) -> str:
@@ -59,13 +61,22 @@ def require_kubernetes() -> None:
         pytest.skip(why)
 
 
-def chroot_config(role: str) -> str:
-    """Test plumbing: run the host's Python in the busybox image (see the module doc)."""
+def chroot_plumbing() -> tuple[dict, dict]:
+    """Test plumbing (see the module doc): the extra container and pod config that run
+    this machine's Python in the busybox image."""
     container = {
         "command": ["/bin/busybox", "chroot", "/host"],
         "volumeMounts": [
             {"name": "host", "mountPath": "/host", "readOnly": True},
             {"name": "scratch", "mountPath": "/host/tmp"},
+            # The chroot sees this machine's /etc, not the pod's: its resolver would wait
+            # 5 s per lookup for a name server the pod network cannot reach.
+            {
+                "name": "resolver",
+                "mountPath": "/host/etc/resolv.conf",
+                "subPath": "resolv.conf",
+                "readOnly": True,
+            },
             {
                 "name": "dask-credentials",
                 "mountPath": "/host" + SECRET_MOUNT_ON_HOST,
@@ -77,8 +88,33 @@ def chroot_config(role: str) -> str:
         "volumes": [
             {"name": "host", "hostPath": {"path": "/"}},
             {"name": "scratch", "emptyDir": {}},
+            {"name": "resolver", "configMap": {"name": RESOLVER_CONFIGMAP}},
         ]
     }
+    return container, pod
+
+
+def prepare_namespace(namespace: str) -> None:
+    """Create ``namespace`` with what the plumbing mounts, once its service account exists."""
+    kubectl("create", "namespace", namespace)
+    kubectl(
+        "create",
+        "configmap",
+        RESOLVER_CONFIGMAP,
+        "-n",
+        namespace,
+        "--from-literal=resolv.conf=nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    )
+    # the token controller gives every namespace a default service account; pods need it
+    deadline = time.monotonic() + 30
+    while not kubectl("get", "serviceaccount", "default", "-n", namespace, check=False):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no default service account in {namespace} after 30 s")
+        time.sleep(0.2)
+
+
+def chroot_config(role: str) -> str:
+    container, pod = chroot_plumbing()
     return (
         f"c.KubeClusterConfig.{role}_extra_container_config = {container!r}\n"
         f"c.KubeClusterConfig.{role}_extra_pod_config = {pod!r}\n"
@@ -95,8 +131,11 @@ c.KubeClusterConfig.namespace = {namespace!r}
 c.KubeClusterConfig.image = {IMAGE!r}
 c.KubeClusterConfig.image_pull_policy = "Never"
 c.KubeClusterConfig.python = {sys.executable!r}
+# small requests so that many pods fit on the node's 2 CPUs; limits that do not throttle
 c.KubeClusterConfig.scheduler_cores = 0.1
 c.KubeClusterConfig.worker_cores = 0.1
+c.KubeClusterConfig.scheduler_cores_limit = 2
+c.KubeClusterConfig.worker_cores_limit = 2
 c.KubeClusterConfig.worker_memory = "512 M"
 c.KubeClusterConfig.scheduler_memory = "512 M"
 c.DaskGateway.cluster_start_timeout = 60

@@ -25,6 +25,7 @@ from k8s_helpers import (
     new_instance,
     objects,
     pods,
+    prepare_namespace,
     require_kubernetes,
     running,
 )
@@ -56,14 +57,7 @@ def namespace():
     wait_for(node_ready, 60, 0.5, "a Ready Kubernetes node (scripts/k8s-localhost.sh)")
     os.makedirs(SECRET_MOUNT_ON_HOST, exist_ok=True)
     name = f"jhdg-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", name)
-    # the token controller gives every namespace a default service account; pods need it
-    wait_for(
-        lambda: kubectl("get", "serviceaccount", "default", "-n", name, check=False),
-        30,
-        0.2,
-        "the namespace's default service account",
-    )
+    prepare_namespace(name)
     yield name
     kubectl("delete", "namespace", name, "--wait=false", check=False)
     try:

@@ -293,6 +293,25 @@ def test_host_network_pods(make_gateway, namespace, instance):
     wait_for(lambda: gone(namespace, instance), 60, 0.3, "the pods and Secret to go")
 
 
+def test_a_namespace_per_user(make_gateway, namespace, instance):
+    from dask_gateway import GatewayClusterError
+
+    prepare_namespace(f"{namespace}-alice")
+    try:
+        extra = f'c.KubeClusterConfig.namespace = "{namespace}-{{username}}"\n'
+        gw = k8s_gateway(make_gateway, namespace, instance, extra)
+        with gw.gateway() as g, g.new_cluster() as cluster:
+            assert running(pods(f"{namespace}-alice", instance, cluster.name, "dask-scheduler"), 1)
+            assert not objects(namespace, instance)
+        wait_for(lambda: gone(f"{namespace}-alice", instance), 60, 0.3, "alice's pods to go")
+        # bob has no namespace: his start fails at once, with Kubernetes' words
+        with gw.gateway(user="bob") as g:
+            with pytest.raises(GatewayClusterError, match=f"{namespace}-bob.*not found"):
+                g.new_cluster()
+    finally:
+        kubectl("delete", "namespace", f"{namespace}-alice", "--wait=false", check=False)
+
+
 def sa_kubeconfig(tmp_path, namespace, account) -> str:
     """A kubeconfig holding the token of service account ``account``."""
     kubectl("create", "serviceaccount", account, "-n", namespace)

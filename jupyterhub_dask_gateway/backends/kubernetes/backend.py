@@ -40,8 +40,9 @@ REQUIRED_ACCESS = (
 )
 
 _LOG_BYTES = 256 * 1024
-# Answers that will not change by retrying: an invalid spec, a refusal.
-_PERMANENT = (400, 403, 422)
+# Answers that will not change by retrying: an invalid spec, a refusal, a namespace
+# that does not exist.
+_PERMANENT = (400, 403, 404, 422)
 
 
 class KubeBackend(base.Backend):

@@ -118,7 +118,7 @@ def configure_jupyterhub(
         "oauth_client_allowed_scopes": [admin_scope],
         "display": True,
         "info": {"kind": "dask-gateway", "proxy_address": proxy_address},
-        "environment": {k: os.environ[k] for k in ("HOME", "JHDG_STATE_DIR") if k in os.environ},
+        "environment": _service_environment(),
     }
     services = [s for s in _as_list(c.JupyterHub.services) if s.get("name") != name]
     c.JupyterHub.services = services + [service]
@@ -155,6 +155,32 @@ def configure_jupyterhub(
     }.items():
         env.setdefault(key, value)
     c.Spawner.environment = env
+    # A spawner subclass's own ``environment`` (zero-to-jupyterhub always sets
+    # c.KubeSpawner.environment) replaces the base class's: add ours there too.
+    for section in [k for k in c if k.endswith("Spawner") and k != "Spawner"]:
+        own = c[section].get("environment")
+        if isinstance(own, dict):
+            c[section].environment = {
+                **{k: v for k, v in env.items() if k.startswith("DASK_GATEWAY__")},
+                **own,
+            }
+
+
+def _service_environment() -> dict:
+    """What of the Hub's environment the gateway service gets (JupyterHub passes a
+    managed service almost nothing): its home and state directory, and the service
+    addresses Kubernetes puts in every pod's environment (``KUBERNETES_SERVICE_HOST``
+    for in-cluster API access; zero-to-jupyterhub's config file, which the gateway
+    loads too, reads ``HUB_SERVICE_PORT`` and the like). Nothing else: the Hub's
+    environment holds its secrets."""
+    keep = ("HOME", "JHDG_STATE_DIR", "POD_NAMESPACE", "HELM_RELEASE_NAME")
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k in keep
+        or k.endswith(("_SERVICE_HOST", "_SERVICE_PORT"))
+        or k.startswith("KUBERNETES_SERVICE_")
+    }
 
 
 # --- the addresses notebooks use ------------------------------------------------------------

@@ -350,6 +350,25 @@ def test_rbac_manifests_are_enough_and_required(make_gateway, namespace, instanc
     manifest = manifest.replace("namespace: jhub", f"namespace: {namespace}")
     kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest)
     with_role = sa_kubeconfig(tmp_path, namespace, "hub")
+    # the API server's authorizer learns of a new RoleBinding from a watch, a moment later
+    wait_for(
+        lambda: (
+            kubectl(
+                "auth",
+                "can-i",
+                "create",
+                "pods",
+                "-n",
+                namespace,
+                kubeconfig=with_role,
+                check=False,
+            ).strip()
+            == "yes"
+        ),
+        30,
+        0.2,
+        "the RoleBinding to take effect",
+    )
     gw = k8s_gateway(
         make_gateway, namespace, instance, f"c.KubeBackend.kubeconfig = {with_role!r}\n"
     )
@@ -368,8 +387,8 @@ def test_rbac_manifests_are_enough_and_required(make_gateway, namespace, instanc
         f"c.KubeBackend.kubeconfig = {without!r}\n",
         start=False,
     )
-    with pytest.raises(RuntimeError, match="gateway exited"):
-        gw2.start()
+    with pytest.raises(TimeoutError, match="gateway exited"):
+        gw2.start(timeout=10)
     log = gw2.log()
     assert "Not starting" in log and "cannot create pods" in log, log[-2000:]
     assert "deploy/kubernetes/rbac.yaml" in log

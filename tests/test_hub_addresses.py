@@ -197,6 +197,27 @@ def test_explicit_addresses(hub_side):
             configure_jupyterhub(Config(), config_file=hub_side, **bad)
 
 
+def test_zero_to_jupyterhub_settings_do_not_hide_ours(hub_side, monkeypatch):
+    """z2jh always sets c.KubeSpawner.environment, which would replace c.Spawner's; and
+    JupyterHub gives a managed service almost none of the pod's environment."""
+    from kubespawner_like import KubeSpawner
+
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    monkeypatch.setenv("HUB_SERVICE_PORT", "8081")
+    monkeypatch.setenv("CONFIGPROXY_AUTH_TOKEN", "secret-of-the-hub")
+    c = Config()
+    c.KubeSpawner.environment = {"DASK_GATEWAY__AUTH__TYPE": "admin's own", "X": "1"}
+    configure_jupyterhub(c, config_file=hub_side)
+    env = KubeSpawner(config=c).environment
+    assert env["X"] == "1" and env["DASK_GATEWAY__AUTH__TYPE"] == "admin's own"
+    assert "DASK_GATEWAY__ADDRESS" in env and "DASK_GATEWAY__PROXY_ADDRESS" in env
+    [service] = c.JupyterHub.services
+    assert service["environment"]["KUBERNETES_SERVICE_HOST"] == "10.96.0.1"
+    assert service["environment"]["HUB_SERVICE_PORT"] == "8081"
+    assert "CONFIGPROXY_AUTH_TOKEN" not in service["environment"]
+
+
 # --- a real Hub and a kernel, for each way of setting the Hub's address ------------------
 
 KERNEL_CODE = """

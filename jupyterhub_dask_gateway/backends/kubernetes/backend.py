@@ -99,7 +99,11 @@ class KubeBackend(base.Backend):
         self.api = KubeAPI(api_client, self.request_timeout)
         namespace = self._configured_namespace()
         if "{" not in namespace:
-            await self._check_access(namespace)
+            try:
+                await self._check_access(namespace)
+            except StartupError:
+                await self.cleanup()
+                raise
             self._watch(namespace)
 
     async def cleanup(self) -> None:

@@ -27,9 +27,9 @@ class KubeError(BackendError):
 
 
 def in_cluster() -> bool:
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(
-        IN_CLUSTER_NAMESPACE_FILE
-    )
+    """In a pod with a service-account token (whatever the environment says: a
+    process the Hub starts gets little of the pod's environment)."""
+    return os.path.exists(IN_CLUSTER_NAMESPACE_FILE)
 
 
 async def connect(kubeconfig: str = "") -> tuple[object, str]:
@@ -41,6 +41,9 @@ async def connect(kubeconfig: str = "") -> tuple[object, str]:
     from kubernetes_asyncio import client, config
 
     if not kubeconfig and in_cluster():
+        # the API server's Service, by its DNS name, when the variables are missing
+        os.environ.setdefault("KUBERNETES_SERVICE_HOST", "kubernetes.default.svc")
+        os.environ.setdefault("KUBERNETES_SERVICE_PORT", "443")
         configuration = client.Configuration()
         config.load_incluster_config(client_configuration=configuration)
         with open(IN_CLUSTER_NAMESPACE_FILE) as f:

@@ -85,6 +85,9 @@ class ClusterManager(LoggingConfigurable):
     db_cleanup_period = Float(600)
     db_cluster_max_age = Float(86400)
     sharing_option = Bool(True)
+    departure_check_seconds = Float(
+        5, min=0, help="How long a worker the scheduler lost is checked for why it ended."
+    )
     retry_limit = Integer(
         5, min=1, help="Attempts of a failing reconcile pass before the cluster is FAILED."
     )
@@ -694,12 +697,20 @@ class ClusterManager(LoggingConfigurable):
 
     async def _explain_departures(self, cluster, workers) -> None:
         """Workers the scheduler lost: how their processes ended (an exit code, a signal,
-        the last lines they printed), into their reason and the cluster's history."""
+        the last lines they printed), into their reason and the cluster's history.
+
+        The backend may learn of the end a moment after the scheduler (a kubelet reports
+        an OOM kill within a second or two): for up to ``departure_check_seconds`` it is
+        asked again, before the worker is stopped and what explained it is gone."""
         if not workers:
             return
-        for w, (alive, why) in zip(
-            workers, await self.backend.check_workers(cluster, workers), strict=True
-        ):
+        deadline = time.monotonic() + self.departure_check_seconds
+        while True:
+            answers = await self.backend.check_workers(cluster, workers)
+            if time.monotonic() >= deadline or all(not alive for alive, _ in answers):
+                break
+            await asyncio.sleep(0.25)
+        for w, (alive, why) in zip(workers, answers, strict=True):
             if not alive and why:
                 w.reason = f"{LEFT_UNEXPECTEDLY}: {why}"
                 self.store.update_worker(w)

@@ -198,6 +198,53 @@ def test_deleted_pods(make_gateway, namespace, instance):
     wait_for(lambda: gone(namespace, instance), 60, 0.3, "nothing left of the failed cluster")
 
 
+def test_an_oom_killed_worker_is_explained_and_replaced(make_gateway, namespace, instance):
+    """The kernel kills a worker over its pod's memory limit: the reason (OOMKilled) is
+    kept in the cluster's events before the pod goes, and a new worker takes its place."""
+    extra = (
+        'c.KubeClusterConfig.worker_memory = "250 M"\n'
+        'c.KubeClusterConfig.worker_memory_limit = "300 M"\n'
+    )
+    gw = k8s_gateway(make_gateway, namespace, instance, extra)
+    with gw.gateway() as g, g.new_cluster() as cluster:
+        cluster.scale(1)
+        [first] = wait_for(
+            lambda: running(pods(namespace, instance, cluster.name, "dask-worker"), 1),
+            90,
+            0.3,
+            "a worker pod",
+        )
+        with cluster.get_client(set_as_default=False) as client:
+            client.wait_for_workers(1, timeout=60)
+
+            def hog():
+                blocks = []
+                while True:
+                    blocks.append(bytearray(50 * 2**20))  # touched: really resident
+
+            client.submit(hog, pure=False)
+
+            def explained():
+                events = api_json(gw, f"clusters/{cluster.name}/events")["events"]
+                return [e for e in events if e["kind"] == "worker_failed"]
+
+            [failed] = wait_for(explained, 90, 0.3, "the killed worker in the events")
+            assert "OOMKilled" in failed["message"], failed
+            assert first["metadata"]["name"] in failed["message"]
+            wait_for(
+                lambda: [
+                    p
+                    for p in running(pods(namespace, instance, cluster.name, "dask-worker"), 1)
+                    or []
+                    if p["metadata"]["name"] != first["metadata"]["name"]
+                ],
+                90,
+                0.3,
+                "a new worker pod",
+            )
+    wait_for(lambda: gone(namespace, instance), 60, 0.3, "the pods and Secret to go")
+
+
 def test_missing_image_fails_the_start_with_the_kubelet_reason(make_gateway, namespace, instance):
     from dask_gateway import GatewayClusterError
 

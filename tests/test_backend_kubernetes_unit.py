@@ -145,6 +145,13 @@ def test_pod_health(pod, alive, words):
     assert words in text
 
 
+def test_a_pod_being_deleted_says_so_even_if_its_process_exited_cleanly():
+    pod = _pod("Succeeded", [{"state": {"terminated": {"exitCode": 0}}}])
+    pod["metadata"]["deletionTimestamp"] = "2026-12-02T04:00:00Z"
+    ok, text = pod_health(pod, "scheduler pod p")
+    assert not ok and text.startswith("scheduler pod p was deleted (")
+
+
 def test_pending_pod_quotes_the_latest_warning_event():
     ok, text = pod_health(
         _pod(), "scheduler pod p", ["FailedMount: MountVolume.SetUp failed for volume"]

@@ -69,17 +69,20 @@ def pod_health(pod: dict | None, what: str, warnings=()) -> tuple[bool, str]:
                 False,
                 f"{what} cannot start: {_reason(waiting['reason'], waiting.get('message'))}",
             )
+    ended = ""
     if phase in ("Failed", "Succeeded"):
         pod_reason = _reason(status.get("reason"), status.get("message"))  # e.g. Evicted
-        ended = [
+        exits = [
             _exit((c.get("state") or {}).get("terminated") or {})
             for c in _containers(pod)
             if (c.get("state") or {}).get("terminated")
         ]
-        text = pod_reason or "; ".join(ended) or phase.lower()
-        return False, f"{what} ended ({text})"
+        ended = pod_reason or "; ".join(exits) or phase.lower()
     if meta.get("deletionTimestamp"):
-        return False, f"{what} is being deleted" + (f" ({last_warning})" if last_warning else "")
+        # the deletion is the cause, whatever the process did when it was told to stop
+        return False, f"{what} was deleted" + (f" ({ended})" if ended else "")
+    if ended:
+        return False, f"{what} ended ({ended})"
     if phase == "Pending":
         for cond in status.get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":

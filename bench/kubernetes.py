@@ -226,7 +226,9 @@ def main(argv=None) -> int:
         "new_cluster() is one pod (the scheduler's, after its Secret) plus the scheduler "
         "starting with TLS and the preload, its first heartbeat and the address check; "
         "scale(1) is one pod plus the worker connecting; the bare pod is one create "
-        "whose Python only imports distributed",
+        "whose Python only imports distributed, timed through the API (its phase, then "
+        "its log), so it includes the kubelet's status report, which the worker's join "
+        "(seen by the scheduler) does not wait for: hence below 1×",
         "the test node's pods run with CPU limits of 2 (tests/k8s_helpers.py): with a "
         "limit equal to a 0.1-core request, a scheduler takes ~10 s to import",
         *[f"error: {e}" for e in errors],

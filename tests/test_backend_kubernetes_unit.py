@@ -242,7 +242,9 @@ async def test_confirm_address_accepts_only_the_pod_ip_and_its_ports():
     backend = KubeBackend()
     cluster = make_cluster()
     cluster.state = {"namespace": "ns", "pod": "dask-scheduler-x"}
-    watch = SimpleNamespace(get=lambda name: {"status": {"podIP": "10.214.0.7"}})
+    # the API server learns of the IP a moment after the scheduler does
+    answers = iter([{"status": {}}, {"status": {}}])
+    watch = SimpleNamespace(get=lambda name: next(answers, {"status": {"podIP": "10.214.0.7"}}))
     backend._watches["ns"] = watch
     ip = ipaddress.ip_address
     assert await backend.confirm_address(cluster, {ip("10.214.0.7")}, 8786) == ""

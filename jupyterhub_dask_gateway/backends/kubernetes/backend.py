@@ -40,6 +40,7 @@ REQUIRED_ACCESS = (
 )
 
 _LOG_BYTES = 256 * 1024
+_POD_IP_WAIT = 10  # seconds a first heartbeat waits for the API to know the pod's IP
 # Answers that will not change by retrying: an invalid spec, a refusal, a namespace
 # that does not exist.
 _PERMANENT = (400, 403, 404, 422)
@@ -360,7 +361,14 @@ class KubeBackend(base.Backend):
         # The scheduler pod's IP as the API server knows it, not what the scheduler says.
         name = cluster.state.get("pod", "")
         namespace = self._namespace(cluster)
-        pod = self._watch(namespace).get(name)
+        watch = self._watch(namespace)
+        # The kubelet gives the container its IP before it reports it to the API
+        # server, so a quick scheduler's first heartbeat may come first: wait for it.
+        deadline = asyncio.get_running_loop().time() + _POD_IP_WAIT
+        pod = watch.get(name)
+        while not pod_ip(pod) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+            pod = watch.get(name)
         if not pod_ip(pod):
             try:
                 pod = await self.api._call(self.api.core.read_namespaced_pod, name, namespace)

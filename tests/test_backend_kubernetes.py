@@ -16,6 +16,7 @@ import time
 import uuid
 
 import pytest
+import requests
 from k8s_helpers import (
     HOST_IP,
     SECRET_MOUNT_ON_HOST,
@@ -30,7 +31,7 @@ from k8s_helpers import (
     running,
 )
 
-from helpers import wait_for
+from helpers import PASSWORD, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -141,6 +142,12 @@ def test_client_workflow_on_kubernetes(make_gateway, namespace, instance):
                 assert name in [c.name for c in g.list_clusters()]
                 logs = api_json(gw, f"clusters/{name}/logs", tail=200)["text"]
                 assert "Scheduler at" in logs
+                # the dashboard, through the gateway's dashboard proxy to the pod's IP
+                page = requests.get(cluster.dashboard_link, auth=("alice", PASSWORD), timeout=30)
+                assert page.status_code == 200 and "Dask" in page.text
+                # ... and never directly: the scheduler wants the key only the proxy adds
+                direct = requests.get(f"http://{pod_ip}:8787/status", timeout=30)
+                assert direct.status_code == 403
 
                 cluster.adapt(minimum=1, maximum=2)
                 wait_for(

@@ -229,6 +229,9 @@ class Hub:
         Place ``hub_address`` after ``configure_jupyterhub`` instead of before it.
     configure_args : str
         More keyword arguments of the call, on one line, ``{port}`` filled in.
+    service_host : str
+        The host of the gateway service's URL (the address it binds): loopback, or the
+        test host 10.213.0.1 where Kubernetes pods must reach its API.
     """
 
     def __init__(
@@ -241,6 +244,7 @@ class Hub:
         hub_address: str = 'c.JupyterHub.bind_url = "http://127.0.0.1:{port}{base_url}"',
         address_after_call: bool = False,
         configure_args: str = "",
+        service_host: str = "127.0.0.1",
     ):
         if not shutil.which("configurable-http-proxy"):
             pytest.skip("configurable-http-proxy is not installed (npm)")
@@ -294,7 +298,7 @@ class Hub:
                 f"""
                 jupyterhub_dask_gateway.configure_jupyterhub(
                     c,
-                    url="http://127.0.0.1:{free_port()}",
+                    url="http://{service_host}:{free_port()}",
                     proxy_address="127.0.0.1:{self.proxy_port}",
                     state_dir="{self.state_dir}",
                     cluster_heartbeat_period=2,{configure_args}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import gc
 import os
+import re
 import signal
 import time
 import uuid
@@ -451,3 +452,26 @@ def test_rbac_manifests_are_enough_and_required(make_gateway, namespace, instanc
 def api_json(gw, path: str, **params) -> dict:
     query = "&".join(f"{k}={v}" for k, v in params.items())
     return gw.api_json(path + (f"?{query}" if query else ""))
+
+
+def test_a_hub_notebook_uses_the_kubernetes_backend(make_hub, namespace, instance, accounts):
+    """The whole path under a real Hub: configure_jupyterhub with this backend, a
+    notebook's zero-config Gateway(), pods heartbeating to the service's address."""
+    from test_hub import NOTEBOOK_CODE, run_in_kernel
+
+    hub = make_hub(
+        service_host=HOST_IP,
+        configure_args='backend_class="kubernetes",',
+        gateway_config=kube_gateway_config(namespace, instance),
+    )
+    token = hub.new_token("alice")["token"]
+    out = run_in_kernel(hub, "alice", token, NOTEBOOK_CODE)
+    assert "RESULT 42" in out, out
+    name = re.search(r"CLUSTER (\w+)", out).group(1)
+    [event] = [
+        e
+        for e in kube_json("get", "events", "-n", namespace)["items"]
+        if e["involvedObject"]["name"] == f"dask-scheduler-{name}" and e["reason"] == "Started"
+    ]
+    assert event
+    wait_for(lambda: gone(namespace, instance), 60, 0.3, "the pods and Secret to go")

@@ -176,7 +176,7 @@ class FakeAPI:
         self.lists += 1
         return {"metadata": {"resourceVersion": str(10 * self.lists)}, "items": list(items)}
 
-    async def _call(self, method, *args, **kw):
+    async def list_pod_events(self, namespace):
         return {"metadata": {"resourceVersion": "1"}, "items": []}
 
     async def watch(self, method, namespace, resource_version, timeout, **kw):

@@ -253,7 +253,7 @@ class KubeBackend(base.Backend):
             if name:
                 self._notes.pop(name, None)
                 if watch is not None:
-                    watch.warnings.pop(name, None)
+                    watch.forget(name)
         self.log.info("Deleted the pods and Secret of cluster %s", cluster.name)
 
     async def start_worker(self, cluster, worker, env: dict) -> dict:
@@ -371,7 +371,7 @@ class KubeBackend(base.Backend):
             pod = watch.get(name)
         if not pod_ip(pod):
             try:
-                pod = await self.api._call(self.api.core.read_namespaced_pod, name, namespace)
+                pod = await self.api.read_pod(namespace, name)
             except KubeError as exc:
                 return f"cannot read the scheduler pod: {exc.message}"
         address = pod_ip(pod)

@@ -16,6 +16,7 @@ import os
 from ...errors import BackendError
 
 IN_CLUSTER_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+POD_EVENTS = "involvedObject.kind=Pod"  # the field selector of the events the backend reads
 
 
 class KubeError(BackendError):
@@ -113,6 +114,14 @@ class KubeAPI:
     # --- pods and secrets -----------------------------------------------------------------
     async def list_pods(self, namespace: str, selector: str) -> dict:
         return await self._call(self.core.list_namespaced_pod, namespace, label_selector=selector)
+
+    async def read_pod(self, namespace: str, name: str) -> dict:
+        return await self._call(self.core.read_namespaced_pod, name, namespace)
+
+    async def list_pod_events(self, namespace: str) -> dict:
+        return await self._call(
+            self.core.list_namespaced_event, namespace, field_selector=POD_EVENTS
+        )
 
     async def create_pod(self, namespace: str, body: dict) -> dict:
         return await self._call(self.core.create_namespaced_pod, namespace, body)

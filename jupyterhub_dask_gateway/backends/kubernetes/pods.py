@@ -103,7 +103,3 @@ def pod_health(pod: dict | None, what: str, warnings=()) -> tuple[bool, str]:
 
 def pod_ip(pod: dict | None) -> str:
     return ((pod or {}).get("status") or {}).get("podIP") or ""
-
-
-def is_running(pod: dict | None) -> bool:
-    return ((pod or {}).get("status") or {}).get("phase") == "Running"

@@ -15,7 +15,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 
-from .client import KubeAPI, KubeError
+from .client import POD_EVENTS, KubeAPI, KubeError
 
 WATCH_SECONDS = 300
 _EVENTS_KEPT_PER_POD = 5
@@ -36,7 +36,6 @@ class NamespaceWatch:
         self.deleted: OrderedDict[str, bool] = OrderedDict()
         self.warnings: OrderedDict[str, deque] = OrderedDict()
         self.synced = asyncio.Event()
-        self.error = ""  # why the last list failed, while not synced
         self._tasks: list[asyncio.Task] = []
         self._fresh: dict[str, float] = {}  # pods created here lately: a list may predate them
 
@@ -70,6 +69,7 @@ class NamespaceWatch:
         self._fresh[name] = time.monotonic()
 
     def forget(self, name: str) -> None:
+        """A pod of a stopped cluster: nothing about it is asked for again."""
         self.pods.pop(name, None)
         self.warnings.pop(name, None)
         self.deleted.pop(name, None)
@@ -96,7 +96,6 @@ class NamespaceWatch:
                     resource_version = ""
                     continue
                 self.log.warning("Kubernetes watch in %s: %s", self.namespace, exc)
-                self.error = str(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30)
             except Exception:
@@ -131,7 +130,6 @@ class NamespaceWatch:
                     self._mark_deleted(name)
             self.pods = current
             resource_version = listing["metadata"]["resourceVersion"]
-            self.error = ""
             self.synced.set()
         return await self._watch(
             self.api.core.list_namespaced_pod,
@@ -155,11 +153,7 @@ class NamespaceWatch:
 
     async def _events_once(self, resource_version: str) -> str:
         if not resource_version:
-            listing = await self.api._call(
-                self.api.core.list_namespaced_event,
-                self.namespace,
-                field_selector="involvedObject.kind=Pod",
-            )
+            listing = await self.api.list_pod_events(self.namespace)
             for event in listing.get("items") or []:
                 self._on_event("ADDED", event)
             resource_version = listing["metadata"]["resourceVersion"]
@@ -167,7 +161,7 @@ class NamespaceWatch:
             self.api.core.list_namespaced_event,
             resource_version,
             self._on_event,
-            field_selector="involvedObject.kind=Pod",
+            field_selector=POD_EVENTS,
         )
 
     def _on_event(self, kind: str, event: dict) -> None:

@@ -828,7 +828,7 @@ class ClusterManager(LoggingConfigurable):
                     )
                     continue
                 running.append(c)
-                self._check_worker_start_timeouts(c, now)
+                await self._check_worker_start_timeouts(c, now)
         checked = pending + running
         if checked:
             for c, (alive, reason) in zip(
@@ -840,18 +840,21 @@ class ClusterManager(LoggingConfigurable):
             if not c.target.done:
                 await self._check_workers_alive(c)
 
-    def _check_worker_start_timeouts(self, cluster: Cluster, now: float) -> None:
-        for w in cluster.workers.values():
+    async def _check_worker_start_timeouts(self, cluster: Cluster, now: float) -> None:
+        for w in list(cluster.workers.values()):
             if (
                 w.status == JobStatus.SUBMITTED
                 and not w.target.done
                 and now - w.start_time / 1000 > self.worker_start_timeout
             ):
+                # what it printed, or why it is not running yet (a pod nothing can schedule)
+                tail = tail_summary(await self.backend.log_tail(cluster, w, lines=5))
                 self._set_worker_target(
                     cluster,
                     w,
                     JobStatus.FAILED,
-                    f"Worker did not start within {self.worker_start_timeout:g} s",
+                    f"Worker did not start within {self.worker_start_timeout:g} s"
+                    + (f"; its log: {tail}" if tail else ""),
                 )
                 self._count_worker_failure(cluster, w.reason)
 

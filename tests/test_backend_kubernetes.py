@@ -253,6 +253,41 @@ def test_an_oom_killed_worker_is_explained_and_replaced(make_gateway, namespace,
     wait_for(lambda: gone(namespace, instance), 60, 0.3, "the pods and Secret to go")
 
 
+def test_pods_nothing_can_schedule_say_why_at_the_timeout(make_gateway, namespace, instance):
+    """An unschedulable pod waits (an autoscaler might add a node); the start timeouts
+    then quote the scheduler's words."""
+    extra = (
+        "c.DaskGateway.cluster_start_timeout = 6\n"
+        "c.KubeClusterConfig.scheduler_cores = 64\n"
+        "c.KubeClusterConfig.scheduler_cores_limit = 64\n"
+    )
+    gw = k8s_gateway(make_gateway, namespace, instance, extra)
+    from dask_gateway import GatewayClusterError
+
+    with gw.gateway() as g:
+        with pytest.raises(GatewayClusterError, match="Insufficient cpu"):
+            g.new_cluster()
+    wait_for(lambda: gone(namespace, instance), 60, 0.3, "nothing left of it")
+
+    extra = (
+        "c.DaskGateway.worker_start_timeout = 6\n"
+        "c.KubeClusterConfig.worker_cores = 64\n"
+        "c.KubeClusterConfig.worker_cores_limit = 64\n"
+    )
+    gw = k8s_gateway(make_gateway, namespace, instance, extra)
+    with gw.gateway() as g, g.new_cluster() as cluster:
+        cluster.scale(1)
+
+        def failed_workers():
+            events = api_json(gw, f"clusters/{cluster.name}/events")["events"]
+            return [e for e in events if e["kind"] == "worker_failed"]
+
+        [failed, *_] = wait_for(failed_workers, 60, 0.3, "the worker's start to time out")
+        assert "did not start within 6 s" in failed["message"], failed
+        assert "Insufficient cpu" in failed["message"], failed
+    wait_for(lambda: gone(namespace, instance), 60, 0.3, "the pods and Secret to go")
+
+
 def test_missing_image_fails_the_start_with_the_kubelet_reason(make_gateway, namespace, instance):
     from dask_gateway import GatewayClusterError
 

@@ -95,11 +95,12 @@ def bare_pod_body(name: str, namespace: str) -> dict:
 
 async def bare_pod(namespace: str) -> tuple[float, float]:
     """(seconds to Running, seconds to "imported") for one bare pod, through the API."""
-    from kubernetes_asyncio.client import CoreV1Api
+    from kubernetes_asyncio.client import ApiClient, CoreV1Api
 
     from jupyterhub_dask_gateway.backends.kubernetes.client import connect
 
-    api_client, _ = await connect(KUBECONFIG)
+    configuration, _ = await connect(KUBECONFIG)
+    api_client = ApiClient(configuration)
     core = CoreV1Api(api_client)
     name = f"bare-{uuid.uuid4().hex[:8]}"
     try:

@@ -73,5 +73,17 @@ class CannotStart(GatewayError):
     status_code = 409
 
 
+class TryLater(GatewayError):
+    """A backend cannot start a worker now but may later (a namespace's ResourceQuota is
+    full, the API server throttles): the worker is not counted as a failure, and the
+    cluster tries again after ``retry_after`` seconds."""
+
+    status_code = 503
+
+    def __init__(self, message: str, retry_after: float = 15):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class StartupError(Exception):
     """The gateway must not start as configured; the message says why and what to set."""

@@ -23,6 +23,7 @@ KINDS = (
     "worker_running",  # it joined the scheduler
     "worker_stopped",  # it left on purpose
     "worker_failed",  # it died or never joined (exit code or signal in the message)
+    "worker_deferred",  # the backend cannot start it now (a full quota); tried again later
     "retrying",  # a backend call failed and is retried
     "stop_requested",  # by whom, or why (idle timeout, the owner's server stopped)
     "failed",  # with the reason

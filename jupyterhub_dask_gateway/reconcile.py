@@ -35,7 +35,7 @@ from traitlets.config import LoggingConfigurable
 
 from .addresses import REPORTED
 from .backends.base import Backend, tail_summary
-from .errors import Conflict, Forbidden, GatewayError, InvalidOptions, NotFound
+from .errors import Conflict, Forbidden, GatewayError, InvalidOptions, NotFound, TryLater
 from .events import Event, EventLog
 from .listing import ListingCache
 from .models import Cluster, ClusterStatus, JobStatus, User, Worker
@@ -85,9 +85,6 @@ class ClusterManager(LoggingConfigurable):
     db_cleanup_period = Float(600)
     db_cluster_max_age = Float(86400)
     sharing_option = Bool(True)
-    departure_check_seconds = Float(
-        5, min=0, help="How long a worker the scheduler lost is checked for why it ended."
-    )
     retry_limit = Integer(
         5, min=1, help="Attempts of a failing reconcile pass before the cluster is FAILED."
     )
@@ -105,6 +102,8 @@ class ClusterManager(LoggingConfigurable):
         self._work = WorkQueue(self.retry_base_delay, self.retry_max_delay)
         self._ready: dict[str, asyncio.Event] = {}
         self._worker_failures: dict[str, int] = {}
+        self._last_deferral: dict[str, str] = {}  # cluster -> why its last worker waits
+        self._deferred: dict[str, float] = {}  # cluster -> seconds until it tries again
         self._tasks: list[asyncio.Task] = []
         self._events_since_trim = 0
         self._http = AsyncHTTPClient(force_instance=True)
@@ -137,7 +136,7 @@ class ClusterManager(LoggingConfigurable):
             if name in self.clusters:
                 self.events.load(name, events)
         self.listings.changed()
-        await self.backend.reattach([c for c in self.clusters.values() if not c.status.done])
+        await self.backend.reattach(list(self.clusters.values()))
         now = self.clock()
         for cluster in self.clusters.values():
             if cluster.status.done:
@@ -602,6 +601,9 @@ class ClusterManager(LoggingConfigurable):
             self._pass_failed(cluster, exc)
         else:
             self._work.forget(cluster.name)
+            delay = self._deferred.pop(cluster.name, None)
+            if delay is not None:  # a worker the backend could not start yet
+                self._work.add_after(cluster.name, delay)
 
     def _pass_failed(self, cluster: Cluster, exc: Exception) -> None:
         """Retry a failed pass with backoff; fail the cluster when it keeps failing."""
@@ -699,12 +701,12 @@ class ClusterManager(LoggingConfigurable):
         """Workers the scheduler lost: how their processes ended (an exit code, a signal,
         the last lines they printed), into their reason and the cluster's history.
 
-        The backend may learn of the end a moment after the scheduler (a kubelet reports
-        an OOM kill within a second or two): for up to ``departure_check_seconds`` it is
-        asked again, before the worker is stopped and what explained it is gone."""
+        A backend may learn of the end a moment after the scheduler (a kubelet reports
+        an OOM kill within a second or two): for up to its ``departure_check_seconds``
+        it is asked again, before the worker is stopped and what explained it is gone."""
         if not workers:
             return
-        deadline = time.monotonic() + self.departure_check_seconds
+        deadline = time.monotonic() + self.backend.departure_check_seconds
         while True:
             answers = await self.backend.check_workers(cluster, workers)
             if time.monotonic() >= deadline or all(not alive for alive, _ in answers):
@@ -733,6 +735,18 @@ class ClusterManager(LoggingConfigurable):
             worker.status = JobStatus.SUBMITTED
             worker.start_time = self._now_ms()
             self._record(cluster, "worker_started", "Worker started", worker.name)
+            self._last_deferral.pop(cluster.name, None)
+        except TryLater as exc:
+            # not the worker's fault: no failure counted; the cluster tries again later
+            worker.status = worker.target = JobStatus.STOPPED
+            worker.reason = f"Worker not started yet: {exc.message}"
+            worker.stop_time = self._now_ms()
+            if self._last_deferral.get(cluster.name) != exc.message:
+                self._last_deferral[cluster.name] = exc.message
+                self._record(cluster, "worker_deferred", worker.reason, worker.name)
+            self.store.update_worker(worker)
+            self._deferred[cluster.name] = exc.retry_after  # queued when the pass ends
+            return
         except Exception as exc:
             worker.status = worker.target = JobStatus.FAILED
             worker.reason = f"Worker failed to start: {getattr(exc, 'message', exc)}"
@@ -786,6 +800,7 @@ class ClusterManager(LoggingConfigurable):
         )
         self._event(cluster).set()
         self._worker_failures.pop(cluster.name, None)
+        self._last_deferral.pop(cluster.name, None)
         self.log.info(
             "Cluster %s %s",
             cluster.name,

@@ -102,8 +102,6 @@ async def make_manager(clock):
             "retry_max_delay": 0.04,
             # The periodic loops never fire by themselves: tests call them.
             "check_timeouts_period": 3600,
-            # FakeBackend's workers never end by themselves: nothing to wait for
-            "departure_check_seconds": 0,
             **settings,
         }
         manager = ClusterManager(

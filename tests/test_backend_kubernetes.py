@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import gc
+import json
 import os
 import re
 import signal
@@ -342,6 +343,31 @@ def test_gateway_sigkill_then_reattach(make_gateway, namespace, instance):
                     f"gateway.dask.org/instance={instance}",
                     f"gateway.dask.org/cluster={stray}",
                 )
+                # and a worker pod of the live cluster that no worker record owns
+                stray_pod = {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": f"dask-worker-{name}-stray",
+                        "labels": {
+                            "app.kubernetes.io/managed-by": "jupyterhub-dask-gateway",
+                            "app.kubernetes.io/component": "dask-worker",
+                            "gateway.dask.org/instance": instance,
+                            "gateway.dask.org/cluster": name,
+                        },
+                    },
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "x",
+                                "image": "docker.io/local/busybox:1",
+                                "imagePullPolicy": "Never",
+                                "args": ["sleep", "600"],
+                            }
+                        ]
+                    },
+                }
+                kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(stray_pod))
                 gw.start()
                 wait_for(lambda: g.get_cluster(name).status.name == "RUNNING", 30, 0.2, "RUNNING")
                 assert name in [c.name for c in g.list_clusters()]
@@ -360,6 +386,19 @@ def test_gateway_sigkill_then_reattach(make_gateway, namespace, instance):
                     30,
                     0.2,
                     "the stray Secret to be removed",
+                )
+                wait_for(
+                    lambda: (
+                        not [
+                            p
+                            for p in pods(namespace, instance, name, "dask-worker")
+                            if p["metadata"]["name"].endswith("-stray")
+                            and not p["metadata"].get("deletionTimestamp")
+                        ]
+                    ),
+                    30,
+                    0.2,
+                    "the stray worker pod to be removed",
                 )
                 # the re-attached gateway still scales the cluster
                 cluster.scale(2)

@@ -42,6 +42,12 @@ def test_label_values_and_namespace_names_are_valid_and_distinct(name):
     assert manifests.label_value(other) != value and manifests.dns_label(other) != ns
 
 
+def test_names_that_look_escaped_are_escaped_too():
+    victim = "bob@example.com"
+    assert manifests.dns_label(manifests.dns_label(victim)) != manifests.dns_label(victim)
+    assert manifests.label_value(manifests.label_value(victim)) != manifests.label_value(victim)
+
+
 def test_merge_appends_lists_and_merges_dicts_without_touching_inputs():
     base = {"a": {"b": 1, "l": [1]}, "k": "v"}
     extra = {"a": {"c": 2, "l": [2]}, "k": "w"}
@@ -110,6 +116,9 @@ def _waiting(reason, message=""):
         (None, False, "was deleted"),
         (_pod("Running", [{"state": {"running": {}}}]), True, ""),
         (_pod(containers=[_waiting("ErrImagePull", 'pull "x": not found')]), False, "ErrImagePull"),
+        # a registry that is busy now may answer the kubelet's next pull
+        (_pod(containers=[_waiting("ErrImagePull", "429 Too Many Requests")]), True, "pending"),
+        (_pod(containers=[_waiting("ImagePullBackOff", "Back-off pulling")]), False, "Back-off"),
         (_pod(containers=[_waiting("ErrImageNeverPull", "not present")]), False, "not present"),
         (_pod(containers=[_waiting("CreateContainerConfigError", "no key")]), False, "no key"),
         (_pod(containers=[_waiting("ContainerCreating")]), True, "pending: ContainerCreating"),
@@ -169,7 +178,6 @@ class FakeAPI:
         self.scripts = list(scripts)
         self.watched_from: list[str] = []
         self.lists = 0
-        self.core = SimpleNamespace(list_namespaced_pod="pods", list_namespaced_event="events")
 
     async def list_pods(self, namespace, selector):
         items = self.listings[min(self.lists, len(self.listings) - 1)]
@@ -179,9 +187,11 @@ class FakeAPI:
     async def list_pod_events(self, namespace):
         return {"metadata": {"resourceVersion": "1"}, "items": []}
 
-    async def watch(self, method, namespace, resource_version, timeout, **kw):
-        if method == "events":
-            await asyncio.Event().wait()  # a quiet namespace
+    async def watch_pod_events(self, namespace, resource_version, timeout):
+        await asyncio.Event().wait()  # a quiet namespace
+        yield
+
+    async def watch_pods(self, namespace, selector, resource_version, timeout):
         self.watched_from.append(resource_version)
         if not self.scripts:
             await asyncio.Event().wait()
@@ -256,8 +266,19 @@ async def test_confirm_address_accepts_only_the_pod_ip_and_its_ports():
     assert await backend.confirm_address(cluster, {ip("10.214.0.7")}, 40000) == ""
 
 
+async def test_a_scheduler_naming_its_address_by_host_name_is_refused():
+    backend = KubeBackend()
+    cluster = make_cluster()
+    cluster.state = {"namespace": "ns", "pod": "dask-scheduler-x"}
+    backend._watches["ns"] = SimpleNamespace(get=lambda name: {"status": {"podIP": "10.0.0.7"}})
+    why = await backend.check_addresses(cluster, {"scheduler_address": "tls://localhost:8786"})
+    assert "not an IP address" in why
+    ok = await backend.check_addresses(cluster, {"scheduler_address": "tls://10.0.0.7:8786"})
+    assert ok == ""
+
+
 async def test_refused_specs_fail_at_once_and_conflicts_reuse():
-    from jupyterhub_dask_gateway.errors import BackendError, CannotStart
+    from jupyterhub_dask_gateway.errors import BackendError, CannotStart, TryLater
 
     backend = KubeBackend()
     body = {"kind": "Pod", "metadata": {"name": "p"}}
@@ -265,10 +286,21 @@ async def test_refused_specs_fail_at_once_and_conflicts_reuse():
     async def refuse(status):
         raise KubeError(status, f"Kubernetes API answered {status}: nope")
 
+    async def refuse_with(status, message):
+        raise KubeError(status, f"Kubernetes API answered {status}: {message}")
+
     with pytest.raises(CannotStart, match="refused the Pod p"):
         await backend._create(lambda ns, b: refuse(422), "ns", body)
     with pytest.raises(BackendError, match="Could not create"):
         await backend._create(lambda ns, b: refuse(500), "ns", body)
+
+    quota = 'pods "p" is forbidden: exceeded quota: q, requested: pods=1, limited: pods=4'
+    with pytest.raises(TryLater, match="exceeded quota"):
+        await backend._create(lambda ns, b: refuse_with(403, quota), "ns", body, worker=True)
+    with pytest.raises(TryLater):
+        await backend._create(lambda ns, b: refuse(429), "ns", body, worker=True)
+    with pytest.raises(CannotStart, match="exceeded quota"):  # the scheduler: no cluster
+        await backend._create(lambda ns, b: refuse_with(403, quota), "ns", body)
 
     async def existing():
         return {"metadata": {"uid": "u"}}

@@ -15,7 +15,7 @@ import json
 import pytest
 
 from fakes import ALICE, GB, heartbeat, running_cluster, settled
-from jupyterhub_dask_gateway.errors import Conflict, Forbidden, InvalidOptions
+from jupyterhub_dask_gateway.errors import Conflict, Forbidden, InvalidOptions, TryLater
 from jupyterhub_dask_gateway.models import ClusterStatus, JobStatus, User
 from jupyterhub_dask_gateway.quotas import Quotas
 from jupyterhub_dask_gateway.workqueue import WorkQueue
@@ -187,6 +187,22 @@ async def test_workers_that_cannot_start_fail_the_cluster_at_the_limit(make_mana
     assert cluster.reason == (
         "2 workers in a row failed to start; last: Worker failed to start: no such partition"
     )
+
+
+async def test_a_worker_the_backend_cannot_start_yet_is_no_failure(make_manager):
+    """A full quota (TryLater) keeps the cluster running: not counted, tried again later,
+    told once in the events."""
+    manager = await make_manager(worker_start_failure_limit=2)
+    cluster = await running_cluster(manager)
+    full = TryLater("exceeded quota: pods=10", retry_after=0.05)
+    manager.backend.fail["start_worker"] = [full, full, full, None]
+    await manager.scale(cluster, 1)
+    await settled(manager, lambda: manager.backend.count("start_worker") == 4, "retries")
+    assert cluster.active and cluster.count == 1
+    started = [w for w in cluster.workers.values() if w.status == JobStatus.SUBMITTED]
+    assert len(started) == 1
+    kinds = [e.kind for e in manager.events.of(cluster.name)]
+    assert kinds.count("worker_deferred") == 1 and "worker_failed" not in kinds
 
 
 async def test_a_dead_worker_is_replaced(make_manager, clock):

@@ -22,6 +22,8 @@ is defined, so an incomplete backend fails at import, not at its first cluster):
     works from ``cluster.state`` alone.
 ``start_worker(cluster, worker, env) -> dict``
     Start one worker named ``worker.name`` connecting to ``cluster.scheduler_address``.
+    Raise ``TryLater`` when it cannot start now through nobody's fault (a full quota):
+    the worker is not counted as a failure and the cluster tries again later.
 ``stop_worker(cluster, worker) -> None``
     Idempotent, from ``worker.state`` alone.
 
@@ -184,6 +186,10 @@ class Backend(LoggingConfigurable):
 
     #: A base for other backends, exempt from the definition-time check (not inherited).
     _abstract = True
+
+    #: Seconds the manager keeps asking ``check_workers`` why a worker the scheduler lost
+    #: ended, for backends that learn of it a moment after the scheduler (0: ask once).
+    departure_check_seconds = 0.0
 
     cluster_options = Union(
         [Any()],
@@ -401,9 +407,10 @@ class Backend(LoggingConfigurable):
 
     async def reattach(self, clusters) -> None:
         """Called once when the gateway starts, after ``setup``, with every cluster the
-        store holds as not finished: the backend picks them up again and removes what
-        it started for any other cluster (left over by a crash between a start and its
-        record, or by a stop that did not finish). The default does nothing."""
+        store holds (finished ones too): the backend picks up those not finished and
+        removes what it started for any other (left over by a crash between a start
+        and its record, or by a stop that did not finish). The default does nothing.
+        It must not raise for one cluster's sake: log, and carry on."""
 
     async def check_clusters(self, clusters) -> list[tuple[bool, str]]:
         """One ``(alive, reason)`` per cluster whose scheduler was started (periodic).

@@ -84,6 +84,7 @@ export type ClusterEventKind =
   | 'worker_running'
   | 'worker_stopped'
   | 'worker_failed'
+  | 'worker_deferred'
   | 'retrying'
   | 'stop_requested'
   | 'failed'

@@ -13,7 +13,8 @@ import ipaddress
 
 from traitlets import Float, Unicode, default
 
-from ...errors import BackendError, CannotStart, StartupError
+from ...addresses import split_address
+from ...errors import BackendError, CannotStart, StartupError, TryLater
 from .. import base
 from . import manifests
 from .client import KubeAPI, KubeError, connect
@@ -77,6 +78,16 @@ class KubeBackend(base.Backend):
         config=True
     )
 
+    #: a kubelet reports an OOM kill a second or two after the scheduler lost the worker
+    departure_check_seconds = 5.0
+
+    sweep_period = Float(
+        300,
+        min=1,
+        help="""Seconds between sweeps that delete pods and Secrets of this instance that no
+        active cluster or worker owns (a stop that failed, a crash in the middle of one).""",
+    ).tag(config=True)
+
     sync_timeout = Float(
         10,
         min=0,
@@ -90,14 +101,18 @@ class KubeBackend(base.Backend):
         self.default_namespace = "default"
         self._watches: dict[str, NamespaceWatch] = {}
         self._notes: dict[str, str] = {}  # pod -> why it is not running yet
+        # what this gateway has running: everything else of its instance is a leftover
+        self._clusters: set[str] = set()
+        self._worker_pods: set[str] = set()
+        self._sweeper: asyncio.Task | None = None
 
     # --- lifetime ---------------------------------------------------------------------------
     async def setup(self) -> None:
         try:
-            api_client, self.default_namespace = await connect(self.kubeconfig)
+            configuration, self.default_namespace = await connect(self.kubeconfig)
         except BackendError as exc:
             raise StartupError(f"Kubernetes backend: {exc.message}") from None
-        self.api = KubeAPI(api_client, self.request_timeout)
+        self.api = KubeAPI(configuration, self.request_timeout)
         namespace = self._configured_namespace()
         if "{" not in namespace:
             try:
@@ -108,6 +123,10 @@ class KubeBackend(base.Backend):
             self._watch(namespace)
 
     async def cleanup(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
         await asyncio.gather(*(w.stop() for w in self._watches.values()))
         self._watches.clear()
         if self.api is not None:
@@ -154,35 +173,71 @@ class KubeBackend(base.Backend):
             raise CannotStart(f"Invalid KubeClusterConfig.namespace {template!r}: {exc}") from None
 
     async def reattach(self, clusters) -> None:
-        namespaces = {self._namespace(c) for c in clusters}
+        """Watch the namespaces of the store's clusters again (finished ones too: their
+        objects may be left over) and remove what no active cluster owns."""
+        namespaces = set()
+        for c in clusters:
+            try:
+                namespaces.add(self._namespace(c))
+            except CannotStart:
+                continue  # an invalid namespace template: nothing was created
+            if not c.status.done:
+                self._clusters.add(c.name)
+                self._worker_pods.update(
+                    w.state["pod"]
+                    for w in c.workers.values()
+                    if not w.status.done and (w.state or {}).get("pod")
+                )
         configured = self._configured_namespace()
         if "{" not in configured:
             namespaces.add(configured)
-        active = {c.name for c in clusters}
         for namespace in sorted(namespaces):
             self._watch(namespace)
-            await self._remove_others(namespace, active)
+        await self.sweep()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
 
-    async def _remove_others(self, namespace: str, active: set) -> None:
-        """Delete what this instance made in ``namespace`` for clusters not in ``active``."""
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_period)
+            try:
+                await self.sweep()
+            except Exception:
+                self.log.exception("Sweeping leftover Kubernetes objects failed")
+
+    async def sweep(self) -> None:
+        """Delete this instance's objects that no active cluster or worker owns."""
         selector = manifests.cluster_selector(self.instance)
-        try:
-            secrets = (await self.api.list_secrets(namespace, selector)).get("items") or []
-            pods = (await self.api.list_pods(namespace, selector)).get("items") or []
-        except KubeError as exc:
-            self.log.warning("Cannot list leftovers in namespace %s: %s", namespace, exc)
-            return
-        stale = (
-            {
+        for namespace in sorted(self._watches):
+            try:
+                secrets = (await self.api.list_secrets(namespace, selector)).get("items") or []
+                pods = (await self.api.list_pods(namespace, selector)).get("items") or []
+            except KubeError as exc:
+                self.log.warning("Cannot list leftovers in namespace %s: %s", namespace, exc)
+                continue
+            owners = {
                 (o["metadata"].get("labels") or {}).get(manifests.LABEL_CLUSTER, "")
                 for o in secrets + pods
             }
-            - active
-            - {""}
-        )
-        for name in sorted(stale):
-            self.log.info("Removing the pods and Secret of cluster %s (no longer active)", name)
-            await self._delete_cluster_objects(namespace, name)
+            for name in sorted(owners - self._clusters - {""}):
+                self.log.info("Removing the pods and Secret of cluster %s (not active)", name)
+                try:
+                    await self._delete_cluster_objects(namespace, name)
+                except KubeError as exc:
+                    self.log.warning("Cannot remove leftovers of cluster %s: %s", name, exc)
+            for pod in pods:
+                meta = pod["metadata"]
+                labels = meta.get("labels") or {}
+                if (
+                    labels.get(manifests.LABEL_COMPONENT) == manifests.WORKER
+                    and labels.get(manifests.LABEL_CLUSTER) in self._clusters
+                    and meta["name"] not in self._worker_pods
+                    and not meta.get("deletionTimestamp")
+                ):
+                    self.log.info("Removing worker pod %s (no worker of its cluster)", meta["name"])
+                    try:
+                        await self.api.delete_pod(namespace, meta["name"])
+                    except KubeError as exc:
+                        self.log.warning("Cannot remove pod %s: %s", meta["name"], exc)
 
     async def _delete_cluster_objects(self, namespace: str, cluster_name: str) -> None:
         # The Secret owns the pods (garbage collection would do), but deleting them
@@ -199,6 +254,7 @@ class KubeBackend(base.Backend):
             raise CannotStart("No image for the cluster's pods: set c.KubeClusterConfig.image")
         namespace = self._namespace(cluster)
         watch = self._watch(namespace)
+        self._clusters.add(cluster.name)  # before anything exists: the sweep spares it
         state = {"namespace": namespace, "pod": manifests.scheduler_pod_name(cluster.name)}
         secret = await self._create(
             self.api.create_secret,
@@ -246,12 +302,14 @@ class KubeBackend(base.Backend):
         except CannotStart:
             return  # its namespace never had a valid name: nothing was created
         await self._delete_cluster_objects(namespace, cluster.name)
+        self._clusters.discard(cluster.name)
         watch = self._watches.get(namespace)
         for name in [cluster.state.get("pod")] + [
             (w.state or {}).get("pod") for w in cluster.workers.values()
         ]:
             if name:
                 self._notes.pop(name, None)
+                self._worker_pods.discard(name)
                 if watch is not None:
                     watch.forget(name)
         self.log.info("Deleted the pods and Secret of cluster %s", cluster.name)
@@ -268,25 +326,40 @@ class KubeBackend(base.Backend):
             env,
             worker=worker,
         )
-        pod = await self._create(self.api.create_pod, namespace, body)
+        name = body["metadata"]["name"]
+        self._worker_pods.add(name)
+        try:
+            pod = await self._create(self.api.create_pod, namespace, body, worker=True)
+        except BaseException:
+            self._worker_pods.discard(name)
+            raise
         if pod:
             self._watch(namespace).remember(pod)
-        return {"pod": body["metadata"]["name"]}
+        return {"pod": name}
 
     async def stop_worker(self, cluster, worker) -> None:
         name = (worker.state or {}).get("pod")
         if name:
             await self.api.delete_pod(self._namespace(cluster), name)
             self._notes.pop(name, None)
+            self._worker_pods.discard(name)
 
-    async def _create(self, create, namespace: str, body: dict, exists=None) -> dict:
-        """Create an object; one left by an earlier attempt of the same start is reused."""
+    async def _create(self, create, namespace: str, body: dict, exists=None, worker=False):
+        """Create an object; one left by an earlier attempt of the same start is reused.
+
+        For a worker, a full ResourceQuota, throttling and server errors are
+        ``TryLater``: the cluster keeps running and asks again.
+        """
         try:
             return await create(namespace, body)
         except KubeError as exc:
             if exc.status == 409:
                 return await exists() if exists else {}
             what = f"{body['kind']} {body['metadata']['name']}"
+            if worker and (
+                exc.status in (429, 0) or exc.status >= 500 or "exceeded quota" in exc.message
+            ):
+                raise TryLater(f"Kubernetes did not take the {what}: {exc.message}") from None
             if exc.status in _PERMANENT:
                 raise CannotStart(f"Kubernetes refused the {what}: {exc.message}") from None
             raise BackendError(f"Could not create the {what}: {exc.message}") from None
@@ -302,8 +375,11 @@ class KubeBackend(base.Backend):
     # --- checks ---------------------------------------------------------------------------
     async def _health(self, cluster, name: str, what: str) -> tuple[bool, str]:
         watch = self._watch(self._namespace(cluster))
-        if not await watch.wait_synced(self.sync_timeout):
-            return True, ""  # unknown: keep it
+        if not watch.synced.is_set():
+            # once per watch: later checks answer at once until its list succeeds
+            if watch.waited or not await watch.wait_synced(self.sync_timeout):
+                watch.waited = True
+                return True, ""  # unknown: keep it
         pod = watch.get(name)
         alive, text = pod_health(pod, f"{what} {name}", watch.warnings_of(name))
         if alive:
@@ -356,6 +432,19 @@ class KubeBackend(base.Backend):
         watch = self._watches.get(self._namespace(cluster))
         notes = [self._notes.get(name, "")] + (watch.warnings_of(name) if watch else [])
         return "\n".join(n for n in notes if n)
+
+    async def check_addresses(self, cluster, reported: dict) -> str:
+        # A name could resolve elsewhere by the time the proxy connects (the scheduler's
+        # owner may control its DNS): only the literal IP the pod listens on will do.
+        for field, value in reported.items():
+            if not value:
+                continue
+            try:
+                host, _ = split_address(value)
+                ipaddress.ip_address(host)
+            except ValueError:
+                return f"{field} {value}: not an IP address (the scheduler pod listens on its IP)"
+        return await super().check_addresses(cluster, reported)
 
     async def confirm_address(self, cluster, ips, port) -> str:
         # The scheduler pod's IP as the API server knows it, not what the scheduler says.

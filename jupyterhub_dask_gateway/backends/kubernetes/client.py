@@ -34,7 +34,7 @@ def in_cluster() -> bool:
 
 
 async def connect(kubeconfig: str = "") -> tuple[object, str]:
-    """An ``ApiClient`` and the namespace the credentials default to.
+    """A client ``Configuration`` and the namespace the credentials default to.
 
     In a pod (and no explicit ``kubeconfig``): the pod's service account. Else the
     kubeconfig file (``kubeconfig``, ``$KUBECONFIG``, ``~/.kube/config``).
@@ -49,7 +49,7 @@ async def connect(kubeconfig: str = "") -> tuple[object, str]:
         config.load_incluster_config(client_configuration=configuration)
         with open(IN_CLUSTER_NAMESPACE_FILE) as f:
             namespace = f.read().strip()
-        return client.ApiClient(configuration), namespace or "default"
+        return configuration, namespace or "default"
     path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
     path = os.path.expanduser(path or "~/.kube/config")
     if not os.path.exists(path):
@@ -66,7 +66,7 @@ async def connect(kubeconfig: str = "") -> tuple[object, str]:
     except Exception as exc:  # the loader raises ConfigException, ValueError, OSError...
         raise BackendError(f"Cannot load the kubeconfig {path}: {exc}") from None
     namespace = ((active or {}).get("context") or {}).get("namespace") or "default"
-    return client.ApiClient(configuration), namespace
+    return configuration, namespace
 
 
 def _message(status: int, body: bytes) -> str:
@@ -81,35 +81,57 @@ def _message(status: int, body: bytes) -> str:
 class KubeAPI:
     """The calls of the backend, on one ``ApiClient`` (one connection pool)."""
 
-    def __init__(self, api_client, request_timeout: float = 30):
+    def __init__(self, configuration, request_timeout: float = 30):
+        import copy
+
         from kubernetes_asyncio import client
 
-        self.api_client = api_client
-        self.core = client.CoreV1Api(api_client)
-        self.authz = client.AuthorizationV1Api(api_client)
+        # Watches hold a connection each for minutes (two per namespace); on a pool of
+        # their own, however many namespaces, they never starve the calls (pool of 100).
+        watch_configuration = copy.copy(configuration)
+        watch_configuration.connection_pool_maxsize = 0  # aiohttp: no limit
+        self.api_client = client.ApiClient(configuration)
+        self.watch_client = client.ApiClient(watch_configuration)
+        self.core = client.CoreV1Api(self.api_client)
+        self.authz = client.AuthorizationV1Api(self.api_client)
+        self._watch_core = client.CoreV1Api(self.watch_client)
         self.timeout = request_timeout
 
     async def close(self) -> None:
         await self.api_client.close()
+        await self.watch_client.close()
+
+    async def _request(self, method, *args, **kwargs):
+        """The raw response of one request; errors of any kind as ``KubeError``."""
+        import aiohttp
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        try:
+            return await method(*args, _preload_content=False, **kwargs)
+        except ApiException as exc:
+            raise KubeError(exc.status or 0, _message(exc.status or 0, exc.body or b"")) from None
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            # ClientError: a dropped keep-alive connection, a truncated answer...
+            raise KubeError(0, f"Kubernetes API unreachable: {exc or type(exc).__name__}") from None
 
     async def _call(self, method, *args, **kwargs) -> dict:
         """One request; its JSON answer, or ``KubeError``."""
-        from kubernetes_asyncio.client.exceptions import ApiException
+        import aiohttp
 
         kwargs.setdefault("_request_timeout", self.timeout)
-        try:
-            resp = await method(*args, _preload_content=False, **kwargs)
-        except ApiException as exc:
-            raise KubeError(exc.status or 0, _message(exc.status or 0, exc.body or b"")) from None
-        except (TimeoutError, OSError) as exc:
-            raise KubeError(0, f"Kubernetes API unreachable: {exc or type(exc).__name__}") from None
+        resp = await self._request(method, *args, **kwargs)
         try:
             body = await resp.read()
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            raise KubeError(0, f"Kubernetes API answer cut short: {exc}") from None
         finally:
             resp.release()
         if not 200 <= resp.status <= 299:
             raise KubeError(resp.status, _message(resp.status, body))
-        return json.loads(body) if body else {}
+        try:
+            return json.loads(body) if body else {}
+        except ValueError:
+            raise KubeError(resp.status, "Kubernetes API answered something not JSON") from None
 
     # --- pods and secrets -----------------------------------------------------------------
     async def list_pods(self, namespace: str, selector: str) -> dict:
@@ -164,23 +186,20 @@ class KubeAPI:
                 raise
 
     async def pod_log(self, namespace: str, name: str, lines: int, limit_bytes: int) -> str:
-        from kubernetes_asyncio.client.exceptions import ApiException
+        import aiohttp
 
-        try:
-            resp = await self.core.read_namespaced_pod_log(
-                name,
-                namespace,
-                tail_lines=lines,
-                limit_bytes=limit_bytes,
-                _preload_content=False,
-                _request_timeout=self.timeout,
-            )
-        except ApiException as exc:
-            raise KubeError(exc.status or 0, _message(exc.status or 0, exc.body or b"")) from None
-        except (TimeoutError, OSError) as exc:
-            raise KubeError(0, f"Kubernetes API unreachable: {exc}") from None
+        resp = await self._request(
+            self.core.read_namespaced_pod_log,
+            name,
+            namespace,
+            tail_lines=lines,
+            limit_bytes=limit_bytes,
+            _request_timeout=self.timeout,
+        )
         try:
             body = await resp.content.read(limit_bytes)
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            raise KubeError(0, f"Kubernetes API answer cut short: {exc}") from None
         finally:
             resp.release()
         if not 200 <= resp.status <= 299:
@@ -188,32 +207,51 @@ class KubeAPI:
         return body.decode("utf-8", "replace")
 
     # --- watches --------------------------------------------------------------------------
-    async def watch(self, method, namespace: str, resource_version: str, timeout: int, **kw):
-        """The lines of one watch request, decoded: ``{"type", "object"}`` dicts.
+    def watch_pods(self, namespace: str, selector: str, resource_version: str, timeout: int):
+        return self._watch(
+            self._watch_core.list_namespaced_pod,
+            namespace,
+            resource_version,
+            timeout,
+            label_selector=selector,
+        )
+
+    def watch_pod_events(self, namespace: str, resource_version: str, timeout: int):
+        return self._watch(
+            self._watch_core.list_namespaced_event,
+            namespace,
+            resource_version,
+            timeout,
+            field_selector=POD_EVENTS,
+        )
+
+    async def _watch(self, method, namespace: str, resource_version: str, timeout: int, **kw):
+        """The events of one watch request, decoded: ``{"type", "object"}`` dicts.
 
         Ends when the server closes the watch (after ``timeout`` seconds). An expired
-        resource version arrives as an ``ERROR`` event with code 410, as Kubernetes sends it.
+        resource version arrives as an ``ERROR`` event with code 410, as Kubernetes sends
+        it. Runs on the watch pool (see ``__init__``).
         """
-        from kubernetes_asyncio.client.exceptions import ApiException
+        import aiohttp
 
-        try:
-            resp = await method(
-                namespace,
-                watch=True,
-                resource_version=resource_version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=timeout,
-                _preload_content=False,
-                _request_timeout=timeout + 30,
-                **kw,
-            )
-        except ApiException as exc:
-            raise KubeError(exc.status or 0, _message(exc.status or 0, exc.body or b"")) from None
+        resp = await self._request(
+            method,
+            namespace,
+            watch=True,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout,
+            _request_timeout=timeout + 30,
+            **kw,
+        )
         try:
             if not 200 <= resp.status <= 299:
                 raise KubeError(resp.status, _message(resp.status, await resp.read()))
             while True:
-                line = await resp.content.readline()
+                try:
+                    line = await resp.content.readline()
+                except (TimeoutError, OSError, aiohttp.ClientError, ValueError) as exc:
+                    raise KubeError(0, f"Kubernetes watch cut short: {exc}") from None
                 if not line:
                     return
                 if line.strip():

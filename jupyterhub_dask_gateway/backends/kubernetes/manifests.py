@@ -41,10 +41,16 @@ def _suffix(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
+# What an escaped name ends with: a name that already looks like that is escaped too,
+# or "bob-example.org--<hash of bob@example.org>" could pass for bob@example.org.
+_LABEL_ESCAPED = re.compile(r"--[0-9a-f]{10}$")
+_DNS_ESCAPED = re.compile(r"-[0-9a-f]{10}$")
+
+
 def label_value(text: str) -> str:
     """``text`` as a label value: itself when valid, else a readable part and a hash
     (two different names never share a value)."""
-    if _LABEL_VALUE.match(text):
+    if _LABEL_VALUE.match(text) and not _LABEL_ESCAPED.search(text):
         return text
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-_.")[:40].strip("-_.")
     return f"{readable}--{_suffix(text)}" if readable else f"x--{_suffix(text)}"
@@ -53,7 +59,7 @@ def label_value(text: str) -> str:
 def dns_label(text: str) -> str:
     """``text`` as a DNS-1123 label (namespace names): itself when valid, else
     lower-cased with other characters replaced and a hash appended."""
-    if _DNS_LABEL.match(text):
+    if _DNS_LABEL.match(text) and not _DNS_ESCAPED.search(text):
         return text
     readable = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:40].strip("-")
     return f"{readable}-{_suffix(text)}" if readable else f"x-{_suffix(text)}"

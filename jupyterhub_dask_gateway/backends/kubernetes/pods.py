@@ -6,12 +6,14 @@ the namespace's watch kept for it, so they are unit-tested without a cluster.
 
 from __future__ import annotations
 
+import re
 import signal
 
 #: Container waiting reasons that do not cure themselves: the pod will never run.
+#: (ErrImagePull only when the registry said the image is not there or not for us: a
+#: first pull may fail on a busy registry and work on the kubelet's next try.)
 FATAL_WAITING = frozenset(
     {
-        "ErrImagePull",
         "ImagePullBackOff",
         "ErrImageNeverPull",
         "InvalidImageName",
@@ -20,6 +22,11 @@ FATAL_WAITING = frozenset(
         "RunContainerError",
         "CrashLoopBackOff",
     }
+)
+
+
+_PULL_REFUSED = re.compile(
+    r"not found|manifest unknown|unauthorized|denied|forbidden|invalid reference", re.I
 )
 
 
@@ -64,7 +71,10 @@ def pod_health(pod: dict | None, what: str, warnings=()) -> tuple[bool, str]:
     for c in _containers(pod):
         state = c.get("state") or {}
         waiting = state.get("waiting") or {}
-        if waiting.get("reason") in FATAL_WAITING:
+        if waiting.get("reason") in FATAL_WAITING or (
+            waiting.get("reason") == "ErrImagePull"
+            and _PULL_REFUSED.search(waiting.get("message") or "")
+        ):
             return (
                 False,
                 f"{what} cannot start: {_reason(waiting['reason'], waiting.get('message'))}",

@@ -15,7 +15,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 
-from .client import POD_EVENTS, KubeAPI, KubeError
+from .client import KubeAPI, KubeError
 
 WATCH_SECONDS = 300
 _EVENTS_KEPT_PER_POD = 5
@@ -36,6 +36,7 @@ class NamespaceWatch:
         self.deleted: OrderedDict[str, bool] = OrderedDict()
         self.warnings: OrderedDict[str, deque] = OrderedDict()
         self.synced = asyncio.Event()
+        self.waited = False  # a check already waited for the first list in vain
         self._tasks: list[asyncio.Task] = []
         self._fresh: dict[str, float] = {}  # pods created here lately: a list may predate them
 
@@ -66,7 +67,10 @@ class NamespaceWatch:
         name = pod["metadata"]["name"]
         self.deleted.pop(name, None)
         self.pods.setdefault(name, pod)
-        self._fresh[name] = time.monotonic()
+        now = time.monotonic()
+        self._fresh[name] = now
+        if len(self._fresh) > _TOMBSTONES:  # bounded between the (rare) relists
+            self._fresh = {n: t for n, t in self._fresh.items() if now - t < _FRESH_SECONDS}
 
     def forget(self, name: str) -> None:
         """A pod of a stopped cluster: nothing about it is asked for again."""
@@ -103,10 +107,9 @@ class NamespaceWatch:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30)
 
-    async def _watch(self, method, resource_version: str, handle, **kw) -> str:
-        async for event in self.api.watch(
-            method, self.namespace, resource_version, WATCH_SECONDS, **kw
-        ):
+    async def _follow(self, events, resource_version: str, handle) -> str:
+        """Apply one watch request's events; the last resource version seen."""
+        async for event in events:
             kind, obj = event.get("type"), event.get("object") or {}
             if kind == "ERROR":
                 raise KubeError(int(obj.get("code") or 0), obj.get("message") or "watch error")
@@ -131,12 +134,8 @@ class NamespaceWatch:
             self.pods = current
             resource_version = listing["metadata"]["resourceVersion"]
             self.synced.set()
-        return await self._watch(
-            self.api.core.list_namespaced_pod,
-            resource_version,
-            self._on_pod,
-            label_selector=self.selector,
-        )
+        events = self.api.watch_pods(self.namespace, self.selector, resource_version, WATCH_SECONDS)
+        return await self._follow(events, resource_version, self._on_pod)
 
     def _on_pod(self, kind: str, pod: dict) -> None:
         name = pod["metadata"]["name"]
@@ -157,12 +156,8 @@ class NamespaceWatch:
             for event in listing.get("items") or []:
                 self._on_event("ADDED", event)
             resource_version = listing["metadata"]["resourceVersion"]
-        return await self._watch(
-            self.api.core.list_namespaced_event,
-            resource_version,
-            self._on_event,
-            field_selector=POD_EVENTS,
-        )
+        events = self.api.watch_pod_events(self.namespace, resource_version, WATCH_SECONDS)
+        return await self._follow(events, resource_version, self._on_event)
 
     def _on_event(self, kind: str, event: dict) -> None:
         if kind == "DELETED" or event.get("type") != "Warning":

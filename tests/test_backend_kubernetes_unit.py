@@ -308,3 +308,14 @@ async def test_refused_specs_fail_at_once_and_conflicts_reuse():
     assert await backend._create(lambda ns, b: refuse(409), "ns", body, exists=existing) == {
         "metadata": {"uid": "u"}
     }
+
+
+def test_each_gateway_has_its_own_instance_id_and_keeps_it(tmp_path):
+    first = KubeBackend(gateway_state_dir=str(tmp_path / "a"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    value = first._own_instance()
+    assert manifests._LABEL_VALUE.match(value)
+    assert KubeBackend(gateway_state_dir=str(tmp_path / "a"))._own_instance() == value
+    assert KubeBackend(gateway_state_dir=str(tmp_path / "b"))._own_instance() != value
+    assert (tmp_path / "a" / "kubernetes-instance").stat().st_mode & 0o777 == 0o600

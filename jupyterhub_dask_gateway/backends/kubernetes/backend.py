@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
+import secrets
 
 from traitlets import Float, Unicode, default
 
 from ...addresses import split_address
 from ...errors import BackendError, CannotStart, StartupError, TryLater
+from ...files import write_private
 from .. import base
 from . import manifests
 from .client import KubeAPI, KubeError, connect
@@ -68,10 +71,13 @@ class KubeBackend(base.Backend):
     ).tag(config=True)
 
     instance = Unicode(
-        "jupyterhub-dask-gateway",
+        "",
         help="""Value of the ``gateway.dask.org/instance`` label on everything this
-        gateway creates. Two gateways sharing a namespace must differ: each one
-        watches, re-attaches to and removes only its own.""",
+        gateway creates: it watches, re-attaches to and removes only what carries it.
+        Empty (the default): an id made once for this gateway and kept in its state
+        directory (``kubernetes-instance``), so two gateways sharing a namespace never
+        take each other's pods for leftovers. Set it to keep the value across a new
+        state directory.""",
     ).tag(config=True)
 
     request_timeout = Float(30, min=1, help="Seconds one Kubernetes API request may take.").tag(
@@ -107,7 +113,27 @@ class KubeBackend(base.Backend):
         self._sweeper: asyncio.Task | None = None
 
     # --- lifetime ---------------------------------------------------------------------------
+    def _own_instance(self) -> str:
+        """This gateway's instance id, made once and kept in its state directory."""
+        path = os.path.join(self.gateway_state_dir, "kubernetes-instance")
+        try:
+            with open(path) as f:
+                value = f.read().strip()
+            if value:
+                return value
+        except FileNotFoundError:
+            pass
+        value = f"jhdg-{secrets.token_hex(5)}"
+        write_private(path, value + "\n", exclusive=True, durable=True)
+        return value
+
     async def setup(self) -> None:
+        if not self.instance:
+            try:
+                self.instance = await asyncio.to_thread(self._own_instance)
+            except OSError as exc:
+                why = f"Kubernetes backend: cannot keep its instance id: {exc}"
+                raise StartupError(why) from None
         try:
             configuration, self.default_namespace = await connect(self.kubeconfig)
         except BackendError as exc:

@@ -532,3 +532,28 @@ def prepare_accounts(scratch: Path) -> None:
     except KeyError:
         subprocess.run(["useradd", "--create-home", BENCH_USER], check=True)
     scratch.chmod(0o711)
+
+
+def time_start_and_scale(server, user: str, workers: int, samples: dict, errors: list) -> None:
+    """One run: ``new_cluster()`` until RUNNING into ``samples[("start", label)]``, then
+    ``scale(workers)`` until they joined into ``samples[("workers", label)]``; failures
+    into ``errors``. The cluster is shut down either way."""
+    with server.gateway(user=user) as gw:
+        t0 = time.perf_counter()
+        try:
+            cluster = gw.new_cluster()
+        except Exception as exc:  # noqa: BLE001 - the error is the result
+            errors.append(f"{server.label}: new_cluster() failed: {exc}")
+            return
+        samples.setdefault(("start", server.label), []).append(time.perf_counter() - t0)
+        try:
+            client = cluster.get_client(set_as_default=False)
+            t0 = time.perf_counter()
+            cluster.scale(workers)
+            client.wait_for_workers(workers, timeout=120)
+            samples.setdefault(("workers", server.label), []).append(time.perf_counter() - t0)
+            client.close()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{server.label}: {workers} worker(s) failed: {exc}")
+        finally:
+            cluster.shutdown()

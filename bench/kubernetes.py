@@ -125,28 +125,6 @@ async def bare_pod(namespace: str) -> tuple[float, float]:
         await api_client.close()
 
 
-def gateway_run(server, samples: dict, errors: list) -> None:
-    with server.gateway(user=USER) as gw:
-        t0 = time.perf_counter()
-        try:
-            cluster = gw.new_cluster()
-        except Exception as exc:  # noqa: BLE001 - the error is the result
-            errors.append(f"{server.label}: new_cluster() failed: {exc}")
-            return
-        samples.setdefault(("start", server.label), []).append(time.perf_counter() - t0)
-        try:
-            client = cluster.get_client(set_as_default=False)
-            t0 = time.perf_counter()
-            cluster.scale(1)
-            client.wait_for_workers(1, timeout=120)
-            samples.setdefault(("worker", server.label), []).append(time.perf_counter() - t0)
-            client.close()
-        except Exception as exc:  # noqa: BLE001
-            errors.append(f"{server.label}: +1 worker failed: {exc}")
-        finally:
-            cluster.shutdown()
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 runs")
@@ -182,7 +160,7 @@ def main(argv=None) -> int:
             for s in (kube, local) if i % 2 == 0 else (local, kube):
                 h.settle()
                 log(f"run {i + 1}/{runs}: {s.label}")
-                gateway_run(s, samples, errors)
+                h.time_start_and_scale(s, USER, 1, samples, errors)
                 gc.collect()
     finally:
         for s in (kube, local):
@@ -198,7 +176,7 @@ def main(argv=None) -> int:
     rows = []
     for key, what in (
         ("start", "new_cluster() until RUNNING"),
-        ("worker", "scale(1) until joined"),
+        ("workers", "scale(1) until joined"),
     ):
         k, loc = med(key, kube.label), med(key, local.label)
         rows.append(

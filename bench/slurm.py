@@ -129,25 +129,7 @@ def servers_for(scratch) -> dict[str, h.Server]:
 
 
 def run_once(server, scratch, samples: dict, errors: list) -> None:
-    with server.gateway(user=USER) as gw:
-        t0 = time.perf_counter()
-        try:
-            cluster = gw.new_cluster()
-        except Exception as exc:  # noqa: BLE001 - the error is the result
-            errors.append(f"{server.label}: new_cluster() failed: {exc}")
-            return
-        samples.setdefault(("start", server.label), []).append(time.perf_counter() - t0)
-        try:
-            client = cluster.get_client(set_as_default=False)
-            t0 = time.perf_counter()
-            cluster.scale(2)
-            client.wait_for_workers(2, timeout=120)
-            samples.setdefault(("workers", server.label), []).append(time.perf_counter() - t0)
-            client.close()
-        except Exception as exc:  # noqa: BLE001
-            errors.append(f"{server.label}: 2 workers failed: {exc}")
-        finally:
-            cluster.shutdown()
+    h.time_start_and_scale(server, USER, 2, samples, errors)
     # the next run starts on an empty queue
     h.wait_for(lambda: not jobs_under(str(scratch)), 60, "the cluster's jobs to end", 0.2)
 

@@ -14,10 +14,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
+
+from helpers import wait_for
 
 K8S_DIR = os.environ.get("K8S_DIR", "/tmp/k8s-localhost")
 KUBECONFIG = os.path.join(K8S_DIR, "kubeconfig")
@@ -106,11 +107,12 @@ def prepare_namespace(namespace: str) -> None:
         "--from-literal=resolv.conf=nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
     )
     # the token controller gives every namespace a default service account; pods need it
-    deadline = time.monotonic() + 30
-    while not kubectl("get", "serviceaccount", "default", "-n", namespace, check=False):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no default service account in {namespace} after 30 s")
-        time.sleep(0.2)
+    wait_for(
+        lambda: kubectl("get", "serviceaccount", "default", "-n", namespace, check=False),
+        30,
+        0.2,
+        f"the default service account of {namespace}",
+    )
 
 
 def chroot_config(role: str) -> str:

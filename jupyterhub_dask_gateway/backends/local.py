@@ -51,6 +51,9 @@ class LocalBackend(Backend):
 
     _abstract = False
 
+    #: the scheduler may notice a killed worker before its process has been reaped
+    departure_check_seconds = 2.0
+
     clusters_directory = Unicode(
         help="Directory holding one 0700 working directory per cluster "
         "(default: <DaskGateway.state_dir>/clusters).",
